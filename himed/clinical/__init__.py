@@ -1,0 +1,1 @@
+"""Clinical labelers (rule-based, CheXbert), the RadGraph bridge and severity terms."""

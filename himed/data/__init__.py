@@ -1,0 +1,1 @@
+"""Study rows, loaders, report sections, text cleaning, prompts and the procedural demo data."""

@@ -1,0 +1,1 @@
+"""Loading policies and processors; tiny offline models for tests and the quickstart."""

@@ -1,0 +1,1 @@
+"""Rewards (one module each), the registry, weight schedules and the composite of HiMed-RL."""

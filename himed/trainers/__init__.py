@@ -1,0 +1,1 @@
+"""GRPO (TRL) with scheduled hierarchical rewards, and the supervised stages (TRL SFT)."""

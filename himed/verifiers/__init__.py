@@ -1,0 +1,1 @@
+"""Semantic judges: an OpenAI-compatible LLM judge and an offline labeler judge."""
