@@ -1,0 +1,75 @@
+"""The base class of himed's parameterised rewards and the column helpers they share.
+
+A reward follows TRL's contract: ``reward(completions, **columns) -> list[float | None]``. Subclasses implement
+``score(texts, references, **columns)``, returning for each completion a dict with the reward under ``"value"``
+and any named parts (``"p1"``, ``"bp"``, ``"rouge_l"``, ...); ``himed score`` writes parts as ``name/part``.
+``None`` means "could not score" and is imputed by the composite (DESIGN.md section 3), never read as 0.
+
+A reward never crashes a training step: an exception inside ``score`` is logged once per reward and class of error
+and turns the whole batch into ``None``; implementations should isolate per-item failures themselves so that one
+bad completion does not cost the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from himed.data.sections import DEFAULT_SECTIONS, completion_text, reference_text
+
+logger = logging.getLogger(__name__)
+
+
+def reference_texts(columns: dict[str, Any], n: int) -> list[str]:
+    """The reference report of each completion: the ``reference`` column, else findings + impression."""
+    if columns.get("reference") is not None:
+        references = columns["reference"]
+    elif columns.get("findings") is not None:
+        impressions = columns.get("impression") or [""] * n
+        references = [reference_text(f or "", i or "") for f, i in zip(columns["findings"], impressions, strict=True)]
+    else:
+        raise ValueError("a reward needs a 'reference' column, or 'findings' (and optionally 'impression')")
+    if len(references) != n:
+        raise ValueError(f"{len(references)} references for {n} completions")
+    return [r or "" for r in references]
+
+
+class Reward(ABC):
+    """Base class: subclasses set ``name`` and implement ``score``."""
+
+    name: str = "reward"
+    level: str = "low"
+    weight: float = 1.0
+
+    def __init__(self, sections: Sequence[str] = DEFAULT_SECTIONS):
+        self.sections = tuple(sections)
+        self.__name__ = self.name
+        self._logged_errors: set[str] = set()
+
+    @abstractmethod
+    def score(self, texts: list[str], references: list[str], **columns: Any) -> list[dict[str, float | None]]:
+        """One dict per completion: ``{"value": reward, part: value, ...}``."""
+
+    def score_completions(self, completions: Sequence, **columns: Any) -> list[dict[str, float | None]]:
+        """Per-completion dicts of value and parts; never raises (see the module docstring)."""
+        texts = [completion_text(c) for c in completions]
+        try:
+            references = reference_texts(columns, len(texts))
+            return self.score(texts, references, **columns)
+        except Exception as error:  # a reward must never crash a training step
+            kind = type(error).__name__
+            if kind not in self._logged_errors:
+                self._logged_errors.add(kind)
+                logger.exception("reward %s failed on a batch of %d (%s); scored None", self.__name__, len(texts), kind)
+            return [{"value": None} for _ in texts]
+
+    def __call__(self, completions: Sequence, **columns: Any) -> list[float | None]:
+        return [parts.get("value") for parts in self.score_completions(completions, **columns)]
+
+    def __getstate__(self):
+        return dict(self.__dict__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.__name__!r})"
