@@ -1,0 +1,37 @@
+"""The tokens that the token and concept rewards count (DESIGN.md section 3).
+
+Lowercase the text, then keep the ASCII runs ``[a-z0-9]+``; everything else (punctuation, whitespace, other
+scripts) separates tokens; no stemming. This is the tokenizer of ``rouge_score`` without its stemmer, so ROUGE-L on
+these tokens equals ``rouge_score``'s ``rougeL`` F1.
+
+Tokenization is cached: in GRPO every prompt's reference is scored against a whole group of completions, and
+``himed score`` often repeats references too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+# Large enough for a few GRPO steps of completions plus their references; each entry is a short tuple.
+_CACHE_SIZE = 1 << 16
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def tokenize(text: str) -> tuple[str, ...]:
+    """Lowercased ASCII alphanumeric runs of ``text``, in order, as a tuple (hashable, so callers can cache)."""
+    return tuple(_TOKEN.findall(text.lower()))
+
+
+def ngrams(tokens: tuple[str, ...], n: int) -> list[tuple[str, ...]]:
+    """The contiguous n-grams of ``tokens`` (empty when there are fewer than ``n`` tokens)."""
+    return list(zip(*(tokens[i:] for i in range(n)), strict=False))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def ngram_counts(tokens: tuple[str, ...], n: int) -> Counter:
+    """Counts of the n-grams of ``tokens``; cached because a reference is reused across a group of completions."""
+    return Counter(ngrams(tokens, n))
