@@ -1,0 +1,263 @@
+"""The reward config block (DESIGN.md section 3), shared by ``himed score --config`` files and GRPO recipes.
+
+```yaml
+schedule: {name: linear, total_steps: 10000, alpha_min: 0.1}
+rewards:
+  - {name: token}
+  - {name: clinical, kwargs: {labeler: rules}}
+  - {name: my_pkg.my_module:my_reward, as: my_reward, level: low, weight: 0.5}
+impute: group_mean
+```
+
+``RewardsConfig.from_dict`` checks everything that can be checked without building a reward: unknown keys, types,
+that each name resolves (registered name, ``package.module:attribute`` path or ``himed.rewards`` entry point), that
+entry names (after ``as``) are distinct, and the schedule's parameters. ``level`` and ``weight`` default to the
+reward's registered values (DESIGN.md table). Errors name the file (``where``) and the field path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from himed.rewards.registry import LEVELS, resolve_reward
+from himed.rewards.schedules import Schedule, build_schedule
+
+IMPUTE_MODES = ("group_mean", "zero")
+DEFAULT_SCHEDULE = {"name": "linear"}
+
+
+def _require_mapping(value: Any, where: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _reject_unknown(d: Mapping, allowed: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in d if key not in allowed]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+
+
+@dataclass
+class ScheduleConfig:
+    """``schedule: {name: ..., <params>}``: which level-weight schedule and its parameters (HiMed-RL eq. 10)."""
+
+    name: str = field(
+        default="linear",
+        metadata={
+            "help": "schedule name: linear (HiMed-RL eq. 10), constant, cosine or step (himed.rewards.schedules)"
+        },
+    )
+    params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "the schedule's parameters, written next to name in YAML: linear/cosine total_steps (int > 0, "
+            "default 10000) and alpha_min (in [0, 1], default 0.1); constant alpha_low; step boundaries and values"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.build()  # validates name and parameters now, not at the first training step
+
+    def build(self, where: str = "schedule") -> Schedule:
+        return build_schedule({"name": self.name, **self.params}, where=where)
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None, where: str = "schedule") -> ScheduleConfig:
+        d = dict(_require_mapping(d if d is not None else DEFAULT_SCHEDULE, where))
+        name = d.pop("name", "linear")
+        if not isinstance(name, str):
+            raise ValueError(f"{where}.name: expected a schedule name, got {name!r}")
+        build_schedule({"name": name, **d}, where=where)  # raises with the field path
+        return cls(name=name, params=d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+@dataclass
+class RewardEntryConfig:
+    """One entry of ``rewards:``: which reward, its kwargs, the name it is logged under, its level and weight."""
+
+    name: str = field(
+        metadata={
+            "help": "registered reward name (token, concept, format, clinical, consistency, semantic, ...), a "
+            "'package.module:attribute' path, or a name from the 'himed.rewards' entry-point group"
+        }
+    )
+    kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "keyword arguments of the reward's constructor or function"}
+    )
+    alias: str | None = field(
+        default=None,
+        metadata={
+            "help": "YAML key 'as': the name the entry is logged under (rewards/<as>) and written as in himed score; "
+            "needed to use one reward twice"
+        },
+    )
+    level: str | None = field(
+        default=None,
+        metadata={
+            "help": "hierarchy level, 'low' or 'high' (HiMed-RL eq. 8-9); default: the reward's registered level"
+        },
+    )
+    weight: float | None = field(
+        default=None,
+        metadata={"help": "w_i of HiMed-RL eq. 8-9 (before the schedule's alpha); default: the registered weight"},
+    )
+
+    YAML_KEYS = ("name", "kwargs", "as", "level", "weight")
+
+    def __post_init__(self) -> None:
+        # Fill level and weight from the registry so that a config object always carries the numbers in use.
+        if self.level is None or self.weight is None:
+            info = resolve_reward(self.name)
+            if self.level is None:
+                self.level = info.level
+            if self.weight is None:
+                self.weight = float(info.weight)
+        if self.level not in LEVELS:
+            raise ValueError(
+                f"reward {self.entry_name!r}: level must be one of {', '.join(LEVELS)}, got {self.level!r}"
+            )
+
+    @property
+    def entry_name(self) -> str:
+        """The name the entry is known by: ``as`` when given, else the resolved reward name."""
+        if self.alias:
+            return self.alias
+        if ":" in self.name:  # a dotted path is known by its attribute name, as the registry names it
+            return self.name.rsplit(":", 1)[1].split(".")[-1]
+        return self.name
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str) -> RewardEntryConfig:
+        d = _require_mapping(d, where)
+        _reject_unknown(d, cls.YAML_KEYS, where)
+        if "name" not in d:
+            raise ValueError(f"{where}: missing 'name' (a registered reward, or 'package.module:attribute')")
+        name = d["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{where}.name: expected a non-empty string, got {name!r}")
+        kwargs = d.get("kwargs") or {}
+        kwargs = dict(_require_mapping(kwargs, f"{where}.kwargs"))
+        alias = d.get("as")
+        if alias is not None and (not isinstance(alias, str) or not alias.strip() or "/" in alias):
+            raise ValueError(
+                f"{where}.as: expected a non-empty name without '/' (parts are written name/part), got {alias!r}"
+            )
+        level = d.get("level")
+        if level is not None and level not in LEVELS:
+            raise ValueError(f"{where}.level: must be one of {', '.join(LEVELS)}, got {level!r}")
+        weight = d.get("weight")
+        if weight is not None:
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise ValueError(f"{where}.weight: expected a finite number, got {weight!r}")
+            weight = float(weight)
+        try:
+            resolve_reward(name)
+        except ValueError as error:
+            raise ValueError(f"{where}.name: {error}") from None
+        return cls(name=name, kwargs=kwargs, alias=alias, level=level, weight=weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.kwargs:
+            out["kwargs"] = dict(self.kwargs)
+        if self.alias:
+            out["as"] = self.alias
+        out["level"], out["weight"] = self.level, self.weight
+        return out
+
+
+@dataclass
+class RewardsConfig:
+    """The whole reward block: schedule, reward entries and how failed components are imputed."""
+
+    rewards: list[RewardEntryConfig] = field(
+        metadata={"help": "the reward entries (DESIGN.md section 3); their order is the order of TRL's reward_funcs"}
+    )
+    schedule: ScheduleConfig = field(
+        default_factory=ScheduleConfig,
+        metadata={"help": "level-weight schedule (HiMed-RL eq. 10); default: linear, total_steps 10000, alpha_min 0.1"},
+    )
+    impute: str = field(
+        default="group_mean",
+        metadata={
+            "help": "how a failed (None) component is filled after gathering: group_mean (the group's mean of that "
+            "component, so the failure does not move advantages) or zero; an all-failed group gets 0"
+        },
+    )
+
+    YAML_KEYS = ("schedule", "rewards", "impute")
+
+    def __post_init__(self) -> None:
+        if self.impute not in IMPUTE_MODES:
+            raise ValueError(f"impute must be one of {', '.join(IMPUTE_MODES)}, got {self.impute!r}")
+        if not self.rewards:
+            raise ValueError("rewards: give at least one reward entry, e.g. [{name: token}]")
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.rewards):
+            name = entry.entry_name
+            if name in seen:
+                raise ValueError(
+                    f"rewards[{i}]: duplicate reward name {name!r} (also rewards[{seen[name]}]); give one of them "
+                    f"a distinct 'as: <name>'"
+                )
+            seen[name] = i
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.entry_name for entry in self.rewards]
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str = "rewards config") -> RewardsConfig:
+        """Parse the block; ``where`` (a file name, or ``recipe.yaml``) prefixes every error's field path."""
+        d = _require_mapping(d, where)
+        _reject_unknown(d, cls.YAML_KEYS, where)
+        entries = d.get("rewards")
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"{where}: 'rewards' must be a non-empty list of entries like {{name: token}}")
+        rewards = [RewardEntryConfig.from_dict(entry, f"{where}: rewards[{i}]") for i, entry in enumerate(entries)]
+        schedule = ScheduleConfig.from_dict(d.get("schedule"), f"{where}: schedule")
+        impute = d.get("impute", "group_mean")
+        if impute not in IMPUTE_MODES:
+            raise ValueError(f"{where}: impute must be one of {', '.join(IMPUTE_MODES)}, got {impute!r}")
+        try:
+            return cls(rewards=rewards, schedule=schedule, impute=impute)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RewardsConfig:
+        """Read a YAML file holding the block (``himed score --config``); errors name the file."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"reward config {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {error}") from None
+        return cls.from_dict(data if data is not None else {}, where=str(path))
+
+    @classmethod
+    def from_names(cls, names: list[str], schedule: Mapping | None = None) -> RewardsConfig:
+        """Entries with default kwargs, levels and weights (``himed score --rewards token,concept``)."""
+        where = "--rewards"
+        names = [name.strip() for name in names]
+        if not names or not all(names):
+            raise ValueError(f"{where}: give comma-separated reward names, e.g. token,concept,format")
+        return cls.from_dict({"rewards": [{"name": n} for n in names], "schedule": schedule}, where=where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule.to_dict(),
+            "rewards": [entry.to_dict() for entry in self.rewards],
+            "impute": self.impute,
+        }
