@@ -123,6 +123,14 @@ class BoundReward:
         return f"BoundReward({self.__name__!r}, {self.function.__module__}.{self.function.__qualname__})"
 
 
+class AsyncBoundReward(BoundReward):
+    """A ``BoundReward`` of an ``async def`` reward: calling it returns a coroutine, and TRL (which looks for an
+    async ``__call__``) awaits it on its event loop instead of receiving an un-awaited coroutine."""
+
+    async def __call__(self, completions, **columns):
+        return await self.function(completions, **columns, **self.kwargs)
+
+
 def build_reward(name: str, kwargs: dict[str, Any] | None = None, alias: str | None = None):
     """Instantiate the reward ``name`` with ``kwargs``; its ``__name__`` becomes ``alias`` (or the name).
 
@@ -139,7 +147,8 @@ def build_reward(name: str, kwargs: dict[str, Any] | None = None, alias: str | N
             raise ValueError(f"reward {display!r}: bad kwargs {sorted(kwargs)}: {error}") from None
         reward.__name__ = display
     elif callable(factory):
-        reward = BoundReward(factory, display, kwargs)
+        bound = AsyncBoundReward if inspect.iscoroutinefunction(factory) else BoundReward
+        reward = bound(factory, display, kwargs)
     else:
         raise ValueError(f"reward {name!r} resolves to {factory!r}, which is neither a class nor a function")
     return reward, info
