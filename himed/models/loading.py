@@ -1,0 +1,147 @@
+"""Loading a policy (a Hugging Face vision-language model) and its processor from a hub id or a local directory.
+
+``load_policy`` returns an ``AutoModelForImageTextToText`` model; ``load_processor`` returns a processor with
+``.tokenizer``, ``.image_processor``, ``apply_chat_template`` and ``__call__(text=..., images=...)``, which is what
+TRL's GRPOTrainer and SFTTrainer use for Qwen-VL models.
+
+Where torchvision is missing (the CPU environment), transformers cannot build the Qwen-VL processors because their
+video processor needs it (notes/ENVIRONMENT.md); ``load_processor`` then builds the image-only processor of
+``himed.models.processors`` from the same files and logs a warning saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# dtype names accepted by load_policy besides a torch.dtype; "auto" keeps the checkpoint's dtype.
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _check_source(name_or_path: str | Path) -> str:
+    """The string to hand to ``from_pretrained``; a path that clearly names a local directory must exist."""
+    text = str(name_or_path)
+    if not text:
+        raise ValueError("a model name or directory is required")
+    path = Path(text).expanduser()
+    looks_local = isinstance(name_or_path, Path) or text.startswith(("/", "./", "../", "~")) or text.count("/") > 1
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{text} is a file; expected a model directory or a hub id")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{text} has no config.json; it is not a saved model directory")
+        return str(path)
+    if looks_local:
+        raise FileNotFoundError(f"model directory not found: {text}")
+    return text
+
+
+def _resolve_dtype(dtype: Any):
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in DTYPE_NAMES:
+        return dtype if dtype == "auto" else getattr(torch, dtype)
+    raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)} or a torch.dtype")
+
+
+def _load_config(source: str, **kwargs):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, **kwargs)
+    except ValueError as error:
+        # transformers raises ValueError for an unrecognised model_type; say which file holds it.
+        raise ValueError(f"cannot read the model configuration of {source}: {error}") from error
+    except OSError as error:
+        raise FileNotFoundError(
+            f"cannot find a model at {source!r}: not a local directory, and not in the hub cache or reachable "
+            f"({error.__class__.__name__}: {str(error).splitlines()[0]})"
+        ) from error
+
+
+def load_policy(
+    name_or_path: str | Path,
+    *,
+    dtype: Any = None,
+    attn_implementation: str | None = None,
+    **kwargs: Any,
+):
+    """Load a vision-language policy as ``AutoModelForImageTextToText``.
+
+    ``dtype``: None (transformers' default), ``"auto"`` (the checkpoint's dtype), ``"float32"``, ``"float16"``,
+    ``"bfloat16"`` or a ``torch.dtype``. ``attn_implementation``: e.g. ``"sdpa"``, ``"eager"``,
+    ``"flash_attention_2"``. Other keyword arguments go to ``from_pretrained`` (``revision``, ``device_map``, ...).
+    """
+    from transformers import AutoModelForImageTextToText
+
+    source = _check_source(name_or_path)
+    config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "cache_dir", "token") if k in kwargs}
+    config = _load_config(source, **config_kwargs)
+    if type(config) not in AutoModelForImageTextToText._model_mapping:
+        raise ValueError(
+            f"{source} is a {config.model_type!r} model, which is not an image-text-to-text architecture "
+            "(expected a vision-language model such as qwen2_5_vl or qwen3_vl)"
+        )
+    options: dict[str, Any] = dict(kwargs)
+    resolved = _resolve_dtype(dtype)
+    if resolved is not None:
+        options["dtype"] = resolved
+    if attn_implementation is not None:
+        options["attn_implementation"] = attn_implementation
+    return AutoModelForImageTextToText.from_pretrained(source, **options)
+
+
+def _is_full_processor(processor: Any) -> bool:
+    """A multimodal processor, not the bare tokenizer that AutoProcessor may return for a Qwen-VL folder."""
+    from transformers.processing_utils import ProcessorMixin
+
+    return (
+        isinstance(processor, ProcessorMixin)
+        and getattr(processor, "tokenizer", None) is not None
+        and getattr(processor, "image_processor", None) is not None
+    )
+
+
+def load_processor(name_or_path: str | Path, **kwargs: Any):
+    """Load the processor of a vision-language model (see the module docstring for the torchvision fallback).
+
+    Keyword arguments go to ``from_pretrained`` (e.g. ``padding_side="left"``, ``revision``).
+    """
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    from himed.models.processors import IMAGE_ONLY_PROCESSORS
+
+    source = _check_source(name_or_path)
+    failure: Exception | None = None
+    try:
+        processor = AutoProcessor.from_pretrained(source, **kwargs)
+    except (OSError, ImportError, ValueError, TypeError) as error:
+        failure = error
+        processor = None
+    if processor is not None and _is_full_processor(processor):
+        return processor
+
+    config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "cache_dir", "token") if k in kwargs}
+    model_type = _load_config(source, **config_kwargs).model_type
+    fallback = IMAGE_ONLY_PROCESSORS.get(model_type)
+    got = "failed" if failure is not None else f"returned a {type(processor).__name__}"
+    if fallback is None or is_torchvision_available():
+        # With torchvision present the upstream processor should have worked: the fallback would only hide the bug.
+        reason = "torchvision is installed" if fallback is not None else f"no image-only fallback for {model_type!r}"
+        raise ValueError(
+            f"AutoProcessor {got} for {source} and {reason}; expected a processor with a tokenizer and an image "
+            "processor"
+        ) from failure
+    logger.warning(
+        "AutoProcessor %s for %s (torchvision is not installed); using the image-only %s instead (no video input)",
+        got,
+        source,
+        fallback.__name__,
+    )
+    return fallback.from_pretrained(source, **kwargs)

@@ -1,0 +1,94 @@
+"""Image-only Qwen-VL processors for environments without torchvision.
+
+transformers 5.x builds ``Qwen2_5_VLProcessor`` and ``Qwen3VLProcessor`` with a video processor, and every video
+processor needs torchvision (upstream transformers issue #43986). On the CPU environment torchvision cannot be
+installed (its PyPI wheels are CUDA builds, see notes/ENVIRONMENT.md), so these subclasses keep everything the
+upstream processors do for text and images (placeholder expansion, ``mm_token_type_ids``, chat templates, decoding)
+and simply have no video processor. Passing ``videos=`` to them raises a clear error.
+
+They save in the upstream format (``processor_class`` is written as the upstream class name), so a directory saved
+here loads with the real processor on a machine that has torchvision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+from transformers.processing_utils import ProcessorMixin
+
+
+def _token_attributes(tokenizer: Any, names: tuple[str, ...], defaults: dict[str, str]) -> dict[str, Any]:
+    """``{name: token, name_id: id}`` for each name, preferring the tokenizer's own attribute as upstream does."""
+    attributes: dict[str, Any] = {}
+    for name in names:
+        token = getattr(tokenizer, name, None) or defaults[name]
+        token_id = getattr(tokenizer, f"{name}_id", None)
+        if token_id is None:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {token!r} token, which a Qwen-VL processor needs")
+        attributes[name] = token
+        attributes[f"{name}_id"] = token_id
+    return attributes
+
+
+_DEFAULT_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "vision_start_token": "<|vision_start|>",
+    "vision_end_token": "<|vision_end|>",
+}
+
+
+class _ImageOnlyMixin:
+    """Shared behaviour: refuse videos and save under the upstream class name."""
+
+    upstream_name: str
+
+    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        if videos is not None:
+            raise ValueError(
+                f"{type(self).__name__} has no video processor (torchvision is not installed); pass images only"
+            )
+        return super().__call__(images=images, text=text, videos=None, audio=audio, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        # The saved files are exactly the upstream format minus the video processor, so name the upstream class:
+        # a machine with torchvision then loads the full processor from the same directory.
+        output["processor_class"] = self.upstream_name
+        return output
+
+
+class Qwen2_5_VLImageOnlyProcessor(_ImageOnlyMixin, Qwen2_5_VLProcessor):
+    """``Qwen2_5_VLProcessor`` without the video processor (see the module docstring)."""
+
+    upstream_name = "Qwen2_5_VLProcessor"
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        for name, value in _token_attributes(tokenizer, ("image_token", "video_token"), _DEFAULT_TOKENS).items():
+            setattr(self, name, value)
+        # Skip Qwen2_5_VLProcessor.__init__, which insists on a video processor; the attribute list of this class
+        # (read from this signature) is image_processor + tokenizer.
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+class Qwen3VLImageOnlyProcessor(_ImageOnlyMixin, Qwen3VLProcessor):
+    """``Qwen3VLProcessor`` without the video processor (see the module docstring)."""
+
+    upstream_name = "Qwen3VLProcessor"
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        names = ("image_token", "video_token", "vision_start_token", "vision_end_token")
+        for name, value in _token_attributes(tokenizer, names, _DEFAULT_TOKENS).items():
+            setattr(self, name, value)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+# model_type -> image-only processor class; the keys are the architectures the fallback covers.
+IMAGE_ONLY_PROCESSORS: dict[str, type[ProcessorMixin]] = {
+    "qwen2_5_vl": Qwen2_5_VLImageOnlyProcessor,
+    "qwen3_vl": Qwen3VLImageOnlyProcessor,
+}
