@@ -1,0 +1,112 @@
+"""Prompts for report generation in TRL's conversational format, and the think text of the SFT cold start.
+
+``build_prompt(row)`` returns messages with structured content (lists of parts), which TRL passes to the
+processor's chat template unchanged and whose ``{"type": "image"}`` slots it fills from the row's ``images`` in
+order::
+
+    [{"role": "system", "content": [{"type": "text", "text": <system_prompt(sections)>}]},
+     {"role": "user", "content": [
+         {"type": "text", "text": "Image 1 (PA view):"}, {"type": "image"},
+         {"type": "text", "text": "Image 2 (LATERAL view):"}, {"type": "image"},
+         {"type": "text", "text": "Indication: ..."},        # when the row has one and it is asked for
+         {"type": "text", "text": "Prior report: ..."},      # likewise
+         {"type": "text", "text": "Write the report."}]}]
+
+Every prompt token costs time for the tiny CPU models, so the texts are short. A view of ``UNKNOWN`` is not named
+("Image 1:"). Without a system message (``system=False``, for chat templates without a system role) the format
+request moves into the user's instruction, so the model is always told the tagged format of sections.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from himed.clinical.observations import (
+    CHEXBERT_OBSERVATIONS,
+    NEGATIVE,
+    NO_FINDING,
+    POSITIVE,
+    SUPPORT_DEVICES,
+    UNCERTAIN,
+)
+from himed.data.rows import UNKNOWN_VIEW
+from himed.data.sections import DEFAULT_SECTIONS, validate_sections
+
+# What each section tag should hold, as shown to the model.
+SECTION_PLACEHOLDERS = {"think": "brief reasoning", "finding": "findings", "impression": "impression"}
+SYSTEM_PROMPT_TEMPLATE = "You are a radiologist. Write the chest X-ray report in this format: {format}"
+INSTRUCTION = "Write the report."
+
+
+def tagged_format(sections: Sequence[str] = DEFAULT_SECTIONS) -> str:
+    """The tag skeleton for ``sections``, e.g. ``<think>brief reasoning</think><finding>findings</finding>...``."""
+    return "".join(f"<{name}>{SECTION_PLACEHOLDERS[name]}</{name}>" for name in validate_sections(sections))
+
+
+def system_prompt(sections: Sequence[str] = DEFAULT_SECTIONS) -> str:
+    """The system prompt asking for the tagged format of ``sections``."""
+    return SYSTEM_PROMPT_TEMPLATE.format(format=tagged_format(sections))
+
+
+def _text(text: str) -> dict[str, str]:
+    return {"type": "text", "text": text}
+
+
+def image_label(index: int, view: str) -> str:
+    """``Image 1 (PA view):``, or ``Image 1:`` when the view is unknown."""
+    if not view or view == UNKNOWN_VIEW:
+        return f"Image {index}:"
+    return f"Image {index} ({view} view):"
+
+
+def build_prompt(
+    row: Mapping,
+    *,
+    sections: Sequence[str] = DEFAULT_SECTIONS,
+    include_indication: bool = True,
+    include_prior: bool = True,
+    system: bool = True,
+) -> list[dict]:
+    """The conversational prompt for one study row (module docstring); one image slot per image, in order."""
+    images = row.get("images")
+    if not isinstance(images, Sequence) or isinstance(images, str) or not images:
+        raise ValueError(f"row {row.get('id')!r}: 'images' must be a non-empty list to build a prompt")
+    views = row.get("views") or [UNKNOWN_VIEW] * len(images)
+    if len(views) != len(images):
+        raise ValueError(f"row {row.get('id')!r}: {len(views)} views for {len(images)} images")
+    content: list[dict] = []
+    for index, view in enumerate(views, 1):
+        content += [_text(image_label(index, view)), {"type": "image"}]
+    if include_indication and row.get("indication"):
+        content.append(_text(f"Indication: {row['indication']}"))
+    if include_prior and row.get("prior_report"):
+        content.append(_text(f"Prior report: {row['prior_report']}"))
+    if system:
+        content.append(_text(INSTRUCTION))
+        return [{"role": "system", "content": [_text(system_prompt(sections))]}, {"role": "user", "content": content}]
+    content.append(_text(f"{INSTRUCTION} Use this format: {tagged_format(sections)}"))
+    return [{"role": "user", "content": content}]
+
+
+def rationale_from_labels(labels: Mapping[str, int]) -> str:
+    """A short think text from a row's labels, for the SFT cold start's ``<think>`` section.
+
+    E.g. ``"Positive: cardiomegaly, pleural effusion. Uncertain: edema. Negative: pneumothorax."``, or
+    ``"No acute findings."`` first when nothing but support devices is positive or uncertain (the No Finding rule
+    of DESIGN.md section 2). No Finding itself is not listed. Empty labels (not known) give ``""``: a rationale
+    would be invented.
+    """
+    if not labels:
+        return ""
+    by_value: dict[int, list[str]] = {POSITIVE: [], UNCERTAIN: [], NEGATIVE: []}
+    for name in CHEXBERT_OBSERVATIONS:  # a fixed order, so equal labels give equal text
+        if name != NO_FINDING and labels.get(name) in by_value:
+            by_value[labels[name]].append(name.lower())
+    sentences = []
+    acute = [name for name in by_value[POSITIVE] + by_value[UNCERTAIN] if name != SUPPORT_DEVICES.lower()]
+    if not acute:
+        sentences.append("No acute findings.")
+    for value, title in ((POSITIVE, "Positive"), (UNCERTAIN, "Uncertain"), (NEGATIVE, "Negative")):
+        if by_value[value]:
+            sentences.append(f"{title}: {', '.join(by_value[value])}.")
+    return " ".join(sentences)
