@@ -44,29 +44,37 @@ _FALLBACK_PROMPT = (
 
 # Qwen2-VL style chat template (no default system message). Content is a string or a list of parts; an image part
 # becomes one <|image_pad|> that the processor expands to the image's visual tokens. Parts are told apart by their
-# "type" only: rows stored by `datasets` carry every key of every part (a text part gets "image": None).
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- for part in message['content'] -%}"
-    "{%- if part['type'] in ('image', 'image_url') -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'video' -%}"
-    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'text' -%}"
-    "{{- part['text'] -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- endif -%}"
-)
+# "type" only: rows stored by `datasets` carry every key of every part (a text part gets "image": None). Assistant
+# turns sit inside {% generation %} so TRL's assistant_only_loss can mask everything else.
+CHAT_TEMPLATE = """\
+{%- macro render(content) -%}
+  {%- if content is string -%}
+    {{- content -}}
+  {%- else -%}
+    {%- for part in content -%}
+      {%- if part['type'] in ('image', 'image_url') -%}
+        {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
+      {%- elif part['type'] == 'video' -%}
+        {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}
+      {%- elif part['type'] == 'text' -%}
+        {{- part['text'] -}}
+      {%- endif -%}
+    {%- endfor -%}
+  {%- endif -%}
+{%- endmacro -%}
+{%- for message in messages -%}
+  {{- '<|im_start|>' + message['role'] + '\\n' -}}
+  {%- if message['role'] == 'assistant' -%}
+    {%- generation -%}{{- render(message['content']) + '<|im_end|>' -}}{%- endgeneration -%}
+  {%- else -%}
+    {{- render(message['content']) + '<|im_end|>' -}}
+  {%- endif -%}
+  {{- '\\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<|im_start|>assistant\\n' -}}
+{%- endif -%}
+"""
 
 
 @dataclasses.dataclass(frozen=True)
