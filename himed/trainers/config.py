@@ -1,0 +1,148 @@
+"""Recipe configuration: YAML read into typed dataclasses, command-line flags overriding YAML.
+
+A recipe YAML is flat, as in TRL and open-r1: its keys are the fields of TRL's ``GRPOConfig``/``SFTConfig``, TRL's
+``ModelConfig`` (model path, dtype, LoRA), himed's ``DataArguments`` and, for GRPO, the reward block of DESIGN.md
+section 3 (``schedule``, ``rewards``, ``impute``), which is the same block that ``himed score --config`` reads.
+Unknown keys are errors (a key that silently does nothing is worse than a crash). The first line of every recipe
+YAML is the command that runs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from himed.data.sections import DEFAULT_SECTIONS, validate_sections
+
+ON_BAD_ROWS = ("error", "skip")
+THINK_MODES = ("labels", "empty")
+
+
+@dataclass
+class DataArguments:
+    """Where the study rows come from and how prompts and targets are built from them."""
+
+    data_format: str = field(
+        default="r2gen",
+        metadata={"help": "Loader: r2gen (annotation.json + images/), mimic_cxr_jpg, jsonl or hf_disk."},
+    )
+    data_path: str | None = field(
+        default=None, metadata={"help": "Dataset root (r2gen, mimic_cxr_jpg), file (jsonl) or save_to_disk folder."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str | None = field(default=None, metadata={"help": "Split used for evaluation during training."})
+    sections: list[str] = field(
+        default_factory=lambda: list(DEFAULT_SECTIONS),
+        metadata={"help": "Completion sections, in order: [think, finding, impression] or [think, finding]."},
+    )
+    include_indication: bool = field(default=True, metadata={"help": "Put the row's indication in the prompt."})
+    include_prior: bool = field(default=True, metadata={"help": "Put the row's prior report in the prompt."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N evaluation rows."})
+    on_bad_rows: str = field(
+        default="error",
+        metadata={"help": "error: stop at the first bad row naming file and row; skip: count, log and drop it."},
+    )
+    check_images: bool = field(default=True, metadata={"help": "Open every image once while loading."})
+    reports_csv: str | None = field(
+        default=None, metadata={"help": "mimic_cxr_jpg only: the sectioned report CSV (findings/impression)."}
+    )
+
+    def __post_init__(self):
+        self.sections = list(validate_sections(self.sections))
+        if self.on_bad_rows not in ON_BAD_ROWS:
+            raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {self.on_bad_rows!r}")
+
+    def loader_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"on_bad": self.on_bad_rows, "check_images": self.check_images}
+        if self.reports_csv is not None:
+            options["reports_csv"] = self.reports_csv
+        return options
+
+
+@dataclass
+class RewardArguments:
+    """The reward block of DESIGN.md section 3, plus what may leave the machine."""
+
+    schedule: str | None = field(
+        default=None,
+        metadata={"help": "Weight schedule, e.g. {name: linear, total_steps: 10000, alpha_min: 0.1} (YAML or JSON)."},
+    )
+    rewards: str | None = field(
+        default=None,
+        metadata={"help": "Reward entries: [{name, kwargs, as, level, weight}, ...] (YAML list, or JSON on the CLI)."},
+    )
+    impute: str = field(
+        default="group_mean",
+        metadata={"help": "How a failed (None) reward component is filled per group: group_mean or zero."},
+    )
+    allow_remote_patient_data: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow completions/images to reach remote loggers (report_to) or the hub. Off by default: "
+            "report text and images are patient data."
+        },
+    )
+
+    def reward_block(self) -> dict[str, Any]:
+        """The block as a plain mapping for himed.rewards.config.RewardsConfig.from_dict."""
+        block: dict[str, Any] = {"impute": self.impute}
+        for name in ("schedule", "rewards"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip()[:1] in "[{" else yaml.safe_load(value)
+            if value is not None:
+                block[name] = value
+        if "rewards" not in block:
+            raise ValueError("a GRPO recipe needs a 'rewards' list (DESIGN.md section 3)")
+        return block
+
+
+@dataclass
+class SFTStageArguments:
+    """How the supervised target is built."""
+
+    think: str = field(
+        default="labels",
+        metadata={"help": "Text of <think> in SFT targets: labels (a short rationale from the row's labels) or empty."},
+    )
+
+    def __post_init__(self):
+        if self.think not in THINK_MODES:
+            raise ValueError(f"think must be one of {THINK_MODES}, got {self.think!r}")
+
+
+def first_line_command(path: str | Path) -> str:
+    """The command a recipe YAML documents on its first line (a comment)."""
+    with open(path) as handle:
+        first = handle.readline().strip()
+    if not first.startswith("#"):
+        raise ValueError(f"{path}: the first line must be a comment giving the command that runs this recipe")
+    return first.lstrip("#").strip()
+
+
+def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
+    """Parse ``--config FILE`` plus command-line overrides into instances of ``dataclass_types``.
+
+    Uses TRL's ``TrlParser`` (YAML values become defaults, flags override them); unknown keys in the YAML or on the
+    command line are errors. Dict- and list-valued keys (``schedule``, ``rewards``) are taken from YAML as they are.
+    """
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types=list(dataclass_types))
+    return tuple(parser.parse_args_and_config(args=list(args) if args is not None else None))
+
+
+def validate_recipe_file(path: str | Path, dataclass_types: Sequence[type]) -> tuple:
+    """Load a recipe YAML against ``dataclass_types`` without training (used by the recipe tests)."""
+    first_line_command(path)
+    return parse_recipe(dataclass_types, ["--config", str(path)])
+
+
+def field_names(dataclass_type: type) -> set[str]:
+    return {f.name for f in fields(dataclass_type)}
