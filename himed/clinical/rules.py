@@ -240,7 +240,7 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
 # ---------------------------------------------------------------------------------------------------------------
 
 _PSEUDO_CUES = (
-    r"no (?:\w+ ){0,2}change",
+    r"no (?:significant |interval |appreciable |substantial |definite |other )*change",
     r"not (?:significantly )?changed",
     r"no (?:\w+ )?(?:increase|worsening|progression)",
     r"not only",
@@ -293,18 +293,10 @@ _NEGATION_CUES = (
     r"ruled out",
     r"not|no|nor|neither|never",
 )
-_CUE_RE = re.compile(
-    "|".join(
-        [
-            rf"(?P<pseudo>\b(?:{'|'.join(_PSEUDO_CUES)})\b)",
-            # A "?" has no word boundaries, so it is matched bare ("? pneumonia").
-            rf"(?P<uncertain>\b(?:{'|'.join(_UNCERTAIN_CUES)})\b|\?)",
-            rf"(?P<negation>\b(?:{'|'.join(_NEGATION_CUES)})\b)",
-        ]
-    )
-)
-# A verb between a negation cue and the mention means the cue negated something in an earlier clause.
-_VERB_RE = re.compile(r"\b(?:is|are|was|were|has|have|had|appears?|seems?|remains?|demonstrates?|shows?)\b")
+# Word-level patterns start with ``_WORD_START``, a consumed non-word character, instead of ``\b``: a leading ``\b``
+# disables the regex engine's first-character scan and made labelling ~4x slower. The labeler works on the text
+# with one space prepended, so the character before any word exists; match starts are corrected by one.
+_WORD_START = r"[^\w]"
 # Post-mention patterns, matched right after the mention within its clause.
 _POST_NEGATION_RE = re.compile(
     r"(?:[\s,]+[\w-]+){0,4}?\s+(?:(?:is|are|was|were|has|have|had)\s+(?:been\s+)?(?:not|no longer)\b|"
@@ -320,43 +312,98 @@ _POST_UNCERTAIN_RE = re.compile(
     r"is\s+not\s+(?:entirely\s+)?(?:excluded|ruled out)\b))"
 )
 # Clause breakers inside a sentence: cues never reach across them.
-_CLAUSE_BREAK_RE = re.compile(
-    r";|\b(?:but|however|although|though|whereas|which|except|aside from|apart from|other than|with the exception of|"
-    r"and (?:there|the|this|it|these)|otherwise|in addition|additionally|also)\b"
+_CLAUSE_BREAKERS = (
+    r"but|however|although|though|whereas|which|except|aside from|apart from|other than|with the exception of",
+    r"and (?:there|the|this|it|these)|otherwise|in addition|additionally|also",
 )
-# Sentence ends: ".!?" followed by whitespace or the end (so "1.5 cm" is one sentence), and line breaks.
-_SENTENCE_END_RE = re.compile(r"[.!?]+(?=\s|$)|\n")
+# A verb between a negation cue and the mention means the cue negated something in an earlier clause.
+_VERBS = (r"is|are|was|were|has|have|had|appears?|seems?|remains?|demonstrates?|shows?",)
+# Breakers, cues and verbs in one pattern, so a sentence is scanned once. Alternatives are tried in this order at
+# each position: pseudo cues before negations ("no change"), uncertainty before negation ("not excluded").
+_CONTEXT_RE = re.compile(
+    rf"{_WORD_START}(?:(?P<breaker>(?:{'|'.join(_CLAUSE_BREAKERS)})\b)|(?P<pseudo>(?:{'|'.join(_PSEUDO_CUES)})\b)|"
+    rf"(?P<uncertain>(?:{'|'.join(_UNCERTAIN_CUES)})\b)|(?P<negation>(?:{'|'.join(_NEGATION_CUES)})\b)|"
+    rf"(?P<verb>(?:{'|'.join(_VERBS)})\b))"
+    # ";" breaks a clause; a "?" has no word boundaries, so it is matched bare ("? pneumonia") and is uncertain.
+    r"|(?P<semicolon>;)|(?P<question>\?)"
+)
+_BREAK_KINDS = frozenset({"breaker", "semicolon"})
+_CUE_KINDS = frozenset({"pseudo", "uncertain", "negation", "question"})
+# A sentence: from a non-space character up to ".!?" followed by whitespace or the end (so "1.5 cm" stays one
+# sentence), a line break, or the end of the text.
+_SENTENCE_RE = re.compile(r"\S(?:[^.!?\n]+|[.!?]+(?!\s|$))*[.!?]*")
+
+
+# Literal stems that every phrase of an observation contains (at least one of them). A sentence is searched for an
+# observation's phrases only when one of its stems occurs in it: one fast scan for all stems replaces a regex scan
+# of the whole report per observation (5x faster). ``mentions(..., gated=False)`` skips the gate; a test checks the
+# two agree, so a phrase added without its stem is caught.
+MENTION_STEMS: dict[str, tuple[str, ...]] = {
+    "Enlarged Cardiomediastinum": ("mediastin",),
+    "Cardiomegaly": ("cardiomegaly", "cardiac", "heart"),
+    "Lung Opacity": ("opaci", "infiltrat", "air", "haz", "glass", "interstitial", "reticul", "densit", "markings"),
+    "Lung Lesion": ("mass", "nodul", "lesion", "tumo", "neoplasm", "carcinoma", "malignan", "metasta"),
+    "Edema": ("edema", "congestion", "engorgement", "failure", "chf", "kerley", "cephalization", "overload"),
+    "Consolidation": ("consolidat",),
+    "Pneumonia": ("pneumon", "infect"),
+    "Atelectasis": ("atelecta", "collapse"),
+    "Pneumothorax": ("pneumothora", "ptx"),
+    "Pleural Effusion": ("effusion", "hydro", "fluid", "blunt"),
+    "Pleural Other": ("pleura", "fibrothorax", "apical"),
+    "Fracture": ("fractur", "fx"),
+    "Support Devices": (
+        "tube", "ett", "line", "catheter", "picc", "pace", "lead", "wire", "device", "icd", "defibrillator",
+        "recorder", "clip", "stent", "port", "drain", "pigtail", "pump", "lvad", "valve", "ring", "hardware",
+        "coil", "filter",
+    ),
+}  # fmt: skip
 
 
 def _phrase_regex(phrases: Sequence[str]) -> re.Pattern[str] | None:
     if not phrases:
         return None
-    # No leading \b: it disables the regex engine's first-character scan (8x slower); ``_find_words`` checks the
-    # boundary before a match instead.
-    return re.compile(rf"(?:{'|'.join(phrases)})\b")
-
-
-def _find_words(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
-    """Spans of ``pattern`` matches that start at a word boundary (the leftmost valid match at each step)."""
-    spans = []
-    pos = 0
-    while (match := pattern.search(text, pos)) is not None:
-        start, end = match.span()
-        if start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
-            pos = start + 1
-            continue
-        spans.append((start, end))
-        pos = end if end > start else start + 1
-    return spans
+    return re.compile(rf"{_WORD_START}(?:{'|'.join(phrases)})\b")
 
 
 # One combined alternation per (observation, base value), compiled once at import.
-_MENTION_RES: tuple[tuple[str, int, re.Pattern[str]], ...] = tuple(
-    (observation, base, pattern)
+_MENTION_RES: dict[str, tuple[tuple[int, re.Pattern[str]], ...]] = {
+    observation: tuple(
+        (base, pattern) for base, phrases in by_value.items() if (pattern := _phrase_regex(phrases)) is not None
+    )
     for observation, by_value in MENTION_PHRASES.items()
-    for base, phrases in by_value.items()
-    if (pattern := _phrase_regex(phrases)) is not None
-)
+}
+_STEM_TO_OBSERVATIONS: dict[str, tuple[str, ...]] = {}
+for _observation, _stems in MENTION_STEMS.items():
+    for _stem in _stems:
+        _STEM_TO_OBSERVATIONS[_stem] = (*_STEM_TO_OBSERVATIONS.get(_stem, ()), _observation)
+
+
+def _trie_regex(words: Sequence[str]) -> str:
+    """One regex matching any of ``words``, factored as a trie ("c(?:ardiac|atheter)").
+
+    A flat alternation of ~60 stems makes the engine try each one at every position; the trie tries one branch per
+    distinct next character, which is 3x faster here. Longer stems win over their prefixes (greedy ``(?:...)?``).
+    """
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:
+        branches = [re.escape(char) + build(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+        return f"(?:{body})?" if "" in node else body
+
+    return build(trie)
+
+
+# No leading \b: that keeps the engine's first-character scan, and a stem inside a longer word only makes the gate
+# looser, never stricter.
+_STEM_RE = re.compile(_trie_regex(sorted(_STEM_TO_OBSERVATIONS)))
 
 
 @dataclass(frozen=True)
@@ -385,20 +432,12 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     A sentence ends at ".", "!" or "?" followed by whitespace or the end of the text, or at a line break; the
     terminator is part of the sentence (so a trailing "?" is seen by the uncertainty patterns).
     """
-    spans = []
-    start = 0
-    for match in _SENTENCE_END_RE.finditer(text):
-        spans.append((start, match.end()))
-        start = match.end()
-    spans.append((start, len(text)))
     out = []
-    for begin, end in spans:
-        while begin < end and text[begin].isspace():
-            begin += 1
-        while end > begin and text[end - 1].isspace():
+    for match in _SENTENCE_RE.finditer(text):
+        start, end = match.span()
+        while text[end - 1].isspace():
             end -= 1
-        if begin < end:
-            out.append((begin, end))
+        out.append((start, end))
     return out
 
 
@@ -420,26 +459,45 @@ class ChexpertRuleLabeler:
                 labels[mention.observation] = mention.value
         return with_no_finding(labels)
 
-    def mentions(self, text: str) -> list[Mention]:
-        """Every mention in ``text`` with its classified value, ordered by position then observation."""
+    def mentions(self, text: str, gated: bool = True) -> list[Mention]:
+        """Every mention in ``text`` with its classified value, ordered by position then observation.
+
+        ``gated=False`` searches every sentence for every observation (the reference the fast path is tested
+        against); results are identical.
+        """
         if not isinstance(text, str):
             text = "" if text is None else str(text)
         if not text:
             return []
-        lowered = _lower_same_length(text)
+        # One leading space: every word then has a character before it for ``_WORD_START`` to consume.
+        lowered = " " + _lower_same_length(text)
         sentences = split_sentences(lowered)
         if not sentences:
             return []
-        sentence_starts = [start for start, _ in sentences]
+        if gated:
+            sentence_starts = [start for start, _ in sentences]
+            todo: dict[str, set[int]] = {}
+            for match in _STEM_RE.finditer(lowered):
+                index = bisect.bisect_right(sentence_starts, match.start()) - 1
+                if index >= 0:
+                    for observation in _STEM_TO_OBSERVATIONS[match.group()]:
+                        todo.setdefault(observation, set()).add(index)
+        else:
+            todo = {observation: set(range(len(sentences))) for observation in _MENTION_RES}
         out = []
-        for observation, base, pattern in _MENTION_RES:
-            for start, end in _find_words(pattern, lowered):
-                index = bisect.bisect_right(sentence_starts, start) - 1
-                if index < 0:
-                    continue
+        contexts: dict[int, _SentenceCues] = {}
+        for observation, indices in todo.items():
+            for index in indices:
                 sentence_start, sentence_end = sentences[index]
-                value = _classify(lowered, start, end, sentence_start, sentence_end, base)
-                out.append(Mention(observation, value, index, start, end))
+                for base, pattern in _MENTION_RES[observation]:
+                    for match in pattern.finditer(lowered, sentence_start - 1, sentence_end):
+                        start, end = match.start() + 1, match.end()
+                        context = contexts.get(index)
+                        if context is None:
+                            context = contexts[index] = _SentenceCues(lowered, sentence_start, sentence_end)
+                        value = context.classify(lowered, start, end, base)
+                        # Offsets into the caller's text: drop the leading space.
+                        out.append(Mention(observation, value, index, start - 1, end - 1))
         out.sort(key=lambda m: (m.start, m.end, m.observation))
         return out
 
@@ -447,35 +505,56 @@ class ChexpertRuleLabeler:
 _RANK = {NEGATIVE: 0, UNCERTAIN: 1, POSITIVE: 2}
 
 
-def _clause_bounds(text: str, start: int, end: int, sentence_start: int, sentence_end: int) -> tuple[int, int]:
-    """The clause around ``text[start:end]``: the sentence cut at the nearest clause breakers on each side."""
-    clause_start = sentence_start
-    for match in _CLAUSE_BREAK_RE.finditer(text, sentence_start, start):
-        clause_start = match.end()
-    following = _CLAUSE_BREAK_RE.search(text, end, sentence_end)
-    clause_end = following.start() if following else sentence_end
-    return clause_start, clause_end
+class _SentenceCues:
+    """Clause breakers, cues and verbs of one sentence, found once and shared by all its mentions."""
 
+    __slots__ = ("breaks", "cues", "verbs", "end")
 
-def _classify(text: str, start: int, end: int, sentence_start: int, sentence_end: int, base: int) -> int:
-    if base == NEGATIVE:
-        # "Normal" phrases state their value themselves; a cue before them ("no effusion, normal heart size")
-        # belongs to another finding, and a negated normal ("not normal") is too rare to risk that confusion.
-        return NEGATIVE
-    clause_start, clause_end = _clause_bounds(text, start, end, sentence_start, sentence_end)
-    nearest = None
-    for cue in _CUE_RE.finditer(text, clause_start, end):
-        nearest = cue
-    if nearest is not None:
-        kind = nearest.lastgroup
-        if kind == "pseudo":
-            return base
-        if kind == "uncertain":
-            return UNCERTAIN
-        if kind == "negation" and not _VERB_RE.search(text, nearest.end(), end):
+    def __init__(self, text: str, start: int, end: int) -> None:
+        self.end = end
+        self.breaks: list[tuple[int, int]] = []
+        self.cues: list[tuple[int, int, str]] = []
+        self.verbs: list[tuple[int, int]] = []
+        for match in _CONTEXT_RE.finditer(text, start - 1, end):
+            kind = match.lastgroup
+            if kind in _CUE_KINDS:
+                self.cues.append((match.start(), match.end(), kind))
+            elif kind in _BREAK_KINDS:
+                self.breaks.append(match.span())
+            else:
+                self.verbs.append(match.span())
+
+    def classify(self, text: str, start: int, end: int, base: int) -> int:
+        """The value of the mention ``text[start:end]`` with base value ``base`` (see the module docstring)."""
+        if base == NEGATIVE:
+            # "Normal" phrases state their value themselves; a cue before them ("no effusion, normal heart size")
+            # belongs to another finding, and a negated normal ("not normal") is too rare to risk that confusion.
             return NEGATIVE
-    if _POST_UNCERTAIN_RE.match(text, end, clause_end):
-        return UNCERTAIN
-    if _POST_NEGATION_RE.match(text, end, clause_end):
-        return NEGATIVE
-    return base
+        clause_start, clause_end = 0, self.end
+        for break_start, break_end in self.breaks:
+            if break_end <= start:
+                clause_start = break_end
+            elif break_start >= end:
+                clause_end = break_start
+                break
+        nearest = None
+        for cue in self.cues:
+            # Cues inside the mention count ("heart is not enlarged"); a cue's match starts at the non-word
+            # character before it, hence ">= clause_start - 1".
+            if cue[1] > end:
+                break
+            if cue[0] >= clause_start - 1:
+                nearest = cue
+        if nearest is not None:
+            kind = nearest[2]
+            if kind == "pseudo":
+                return base
+            if kind in ("uncertain", "question"):
+                return UNCERTAIN
+            if not any(verb_start >= nearest[1] and verb_end <= end for verb_start, verb_end in self.verbs):
+                return NEGATIVE
+        if _POST_UNCERTAIN_RE.match(text, end, clause_end):
+            return UNCERTAIN
+        if _POST_NEGATION_RE.match(text, end, clause_end):
+            return NEGATIVE
+        return base
