@@ -14,7 +14,7 @@ Choices this module makes (and every loader inherits):
 - ``findings`` must be non-empty: the completion's ``finding`` section must be non-empty (sections.py), so an
   impression-only study cannot be a training or evaluation target. An empty findings AND impression is the
   "empty reference" data error of DESIGN.md section 3; an impression-only study is rejected with its own reason.
-- When a row has no ``findings``/``impression`` keys but a ``report``, the report is split by its section headers
+- When a row has no ``findings``/``impression`` (absent or null) but a ``report``, the report is split by its section headers
   (``split_report``); a report without headers is all findings (R2Gen's annotation reports are findings only).
 - ``labels`` absent or None means "not known" and becomes ``{}``; a given mapping is validated by
   ``normalize_labels`` and gets No Finding by the DESIGN.md rule (``with_no_finding``), so row labels and labeler
@@ -264,11 +264,12 @@ def validate_row(
     if not isinstance(row, Mapping):
         raise BadRowError(where, "<row>", WRONG_TYPE, f"expected an object, got {type(row).__name__}")
     row_id = _row_id(row, where)
-    if "findings" in row or "impression" in row:
+    # Arrow columns give every row every key, so a null findings/impression means "not given here".
+    if row.get("findings") is not None or row.get("impression") is not None:
         findings = _required_text(row, "findings", where)
         impression = _required_text(row, "impression", where, default="")
         indication = _optional_text(row, "indication", where)
-    elif "report" in row:
+    elif row.get("report") is not None:
         report = _required_text(row, "report", where)
         findings, impression, indication = split_report(report)
         indication = _optional_text(row, "indication", where) or indication
