@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,9 @@ SPECIAL_TOKENS = (
 # with skip_special_tokens=True (what TRL does before calling rewards) must keep them for the format reward.
 TAG_TOKENS = ("<think>", "</think>", "<finding>", "</finding>", "<impression>", "</impression>")
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# Prompt texts appear in every training example, so they are weighted like this many reports in the BPE corpus.
+PROMPT_REPEATS = 50
 # Used for the tokenizer corpus when himed.data.prompts is not available, so instruction words get merges too.
 _FALLBACK_PROMPT = (
     "You are a radiologist. Describe the chest X-ray. First think briefly inside <think></think>, then write the "
@@ -93,7 +97,7 @@ class TinySize:
     patch_size: int = 14
     spatial_merge_size: int = 2
     image_size: int = 112
-    vocab_size: int = 800
+    vocab_size: int = 1000
 
     @property
     def head_dim(self) -> int:
@@ -167,14 +171,27 @@ def default_corpus(seed: int = 0) -> list[str]:
 
 
 def _prompt_texts() -> list[str]:
-    """Instruction texts the policy will see in prompts, so the tokenizer has merges for their words too."""
-    try:
-        from himed.data.prompts import system_prompt
-    except ImportError:
-        return [_FALLBACK_PROMPT]
-    from himed.data.sections import DEFAULT_SECTIONS, FINDINGS_ONLY_SECTIONS
+    """Texts the policy sees in every prompt and think section, repeated so BPE learns merges for their words.
 
-    return [system_prompt(DEFAULT_SECTIONS), system_prompt(FINDINGS_ONLY_SECTIONS)]
+    Taken from ``himed.data.prompts`` (system prompts and instructions of both section sets, image labels of the
+    common views, one think rationale per observation); a fixed instruction when that module is not available.
+    """
+    try:
+        from himed.clinical.observations import CHEXBERT_OBSERVATIONS, NEGATIVE, POSITIVE, UNCERTAIN
+        from himed.data.prompts import build_prompt, rationale_from_labels
+        from himed.data.sections import DEFAULT_SECTIONS, FINDINGS_ONLY_SECTIONS
+    except ImportError:
+        return [_FALLBACK_PROMPT] * PROMPT_REPEATS
+    texts: list[str] = []
+    row = {"id": "tokenizer", "images": [None, None, None], "views": ["PA", "AP", "LATERAL"]}
+    for sections in (DEFAULT_SECTIONS, FINDINGS_ONLY_SECTIONS):
+        for system in (True, False):
+            for message in build_prompt(row, sections=sections, system=system):
+                texts += [part["text"] for part in message["content"] if part.get("type") == "text"]
+    for name in CHEXBERT_OBSERVATIONS:
+        texts += [rationale_from_labels({name: value}) for value in (POSITIVE, UNCERTAIN, NEGATIVE)]
+    texts = sorted(set(text for text in texts if text))  # a fixed order keeps the tokenizer deterministic
+    return texts * PROMPT_REPEATS
 
 
 def read_corpus(path: str | Path) -> list[str]:
@@ -336,7 +353,10 @@ def build_tiny_model(
     texts = [text.strip() for text in texts if text and text.strip()]
     if not texts:
         raise ValueError("the tokenizer corpus is empty")
-    tokenizer = train_tokenizer(texts + _prompt_texts(), size.vocab_size)
+    # In a completion a sentence often starts right after a tag (``<impression>Moderate ...``), with no space before
+    # its first word, so sentences also go in on their own: their first words then get space-less merges too.
+    sentences = [sentence for text in texts for sentence in _SENTENCE_END.split(text) if sentence]
+    tokenizer = train_tokenizer(texts + sentences + _prompt_texts(), size.vocab_size)
 
     config = _model_config(arch, size, tokenizer, vocab_size=len(tokenizer))
     # Generator state is global: fork it so building a model does not move the caller's random stream.
