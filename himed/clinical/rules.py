@@ -51,7 +51,9 @@ from himed.clinical.observations import NEGATIVE, POSITIVE, UNCERTAIN, with_no_f
 # ---------------------------------------------------------------------------------------------------------------
 
 _HEART = r"(?:heart|cardiac (?:silhouette|shadow|contours?|size)|heart size)"
-_CM_SILHOUETTE = r"(?:cardiomediastinal|cardio-mediastinal|mediastinal) (?:silhouettes?|contours?|borders?|size)"
+_CM_SILHOUETTE = (
+    r"(?:cardiomediastinal|cardio-mediastinal|mediastinal)(?: and hilar)? (?:silhouettes?|contours?|borders?|size)"
+)
 _NORMAL = r"(?:normal|within normal limits|unremarkable)"
 _BE = r"(?:is|are|appears?|remains?|was|were|seems?)"
 
@@ -98,8 +100,9 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
             r"opacified",
             r"infiltrat(?:e|es|ion|ive)",
             r"air-?space (?:disease|process|opacit(?:y|ies))",
-            r"hazy|haziness",
-            r"ground[- ]glass",
+            # Not when an "opacity" follows: "hazy opacity" is one mention, classified at "opacity".
+            r"hazy(?! opaci)|haziness",
+            r"ground[- ]glass(?! opaci)",
             r"(?:interstitial|reticular|reticulonodular) (?:markings|prominence|opacit(?:y|ies)|pattern|abnormality|"
             r"disease|thickening|changes)",
             r"densit(?:y|ies)",
@@ -127,7 +130,7 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
         POSITIVE: (
             r"edema",
             r"oedema",
-            r"(?:pulmonary )?vascular congestion",
+            r"(?:pulmonary )?(?:vascular|venous) (?:congestion|hypertension)",
             r"pulmonary congestion",
             r"(?:pulmonary )?vascular engorgement",
             r"congestive heart failure",
@@ -265,7 +268,7 @@ _UNCERTAIN_CUES = (
     r"suspect(?:ed)?",
     r"suspicious (?:for|of)",
     r"suspicion (?:for|of)",
-    r"suggest(?:s|ed|ive of|ing)?",
+    r"suggest(?:s|ed|ive of|ing)?|suggestion of",
     r"concern(?:ing)? (?:for|of)",
     r"worrisome for",
     r"versus|vs\.?",
@@ -289,6 +292,8 @@ _NEGATION_CUES = (
     r"removed",
     r"no longer",
     r"rather than",
+    # "no consolidation to suggest pneumonia": the suggestion is denied; matched before "suggest" (it starts earlier).
+    r"to suggest",
     r"(?:has|have) been excluded",
     r"ruled out",
     r"not|no|nor|neither|never",
@@ -309,7 +314,10 @@ _POST_UNCERTAIN_RE = re.compile(
     r"(?:excluded|ruled out)|(?:is|are|was|were)\s+(?:also\s+|more\s+|less\s+)?(?:possible|likely|probable|"
     r"suspected|questioned|not excluded|not ruled out|a possibility|considered|in the differential)\b|"
     r"(?:versus|vs\.?)\s|(?:may|might|could)\s+(?:be|also be)\s+(?:present|seen)\b|"
-    r"is\s+not\s+(?:entirely\s+)?(?:excluded|ruled out)\b))"
+    r"is\s+not\s+(?:entirely\s+)?(?:excluded|ruled out)\b|"
+    # "Opacity may be due to overlying soft tissue": the finding itself is in doubt.
+    r"(?:may|might|could)\s+be\s+(?:due to|related to|secondary to)\s+(?:overlying|soft tissue|technique|"
+    r"positioning|rotation|artifact|overlap)))"
 )
 # Clause breakers inside a sentence: cues never reach across them.
 _CLAUSE_BREAKERS = (
