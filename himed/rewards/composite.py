@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,13 +135,10 @@ def effective_weights(
 
 def _as_matrix(rewards: Any) -> tuple[Any, bool]:
     """(array, is_torch). Lists become float64 numpy arrays with None as NaN."""
-    try:
-        import torch
-
-        if isinstance(rewards, torch.Tensor):
-            return rewards, True
-    except ImportError:  # pragma: no cover - torch is a dependency, but the maths does not need it
-        pass
+    # A tensor can only exist if torch is already imported; looking it up keeps himed score from importing torch.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(rewards, torch.Tensor):
+        return rewards, True
     if isinstance(rewards, np.ndarray):
         return rewards, False
     return np.array([[np.nan if v is None else v for v in row] for row in rewards], dtype=np.float64), False
