@@ -1,0 +1,116 @@
+"""NLG metrics: equal to pycocoevalcap's own scorers on the same cleaned text; guards and the nltk fallback."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge, my_lcs
+
+from himed.metrics import nlg
+
+# Already cleaned the R2Gen way (lowercase, " ." between sentences), as evaluate hands them to the scorers.
+REFERENCES = [
+    "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear .",
+    "there is a small left pleural effusion . no pneumothorax . mild cardiomegaly .",
+    "the cardiomediastinal silhouette is within normal limits . no focal consolidation .",
+    "interval placement of a right internal jugular central venous catheter with tip in the svc .",
+    "bibasilar atelectasis . no pleural effusion or pneumothorax . heart size is normal .",
+    "lungs are hyperexpanded . no acute cardiopulmonary process .",
+]
+PREDICTIONS = [
+    "the heart is normal in size . the lungs are clear .",
+    "small left pleural effusion . no pneumothorax . the heart is enlarged .",
+    "the cardiomediastinal silhouette is normal . no focal consolidation , effusion or pneumothorax .",
+    "right internal jugular catheter tip in the svc . no pneumothorax .",
+    "",
+    "no acute cardiopulmonary process . lungs are hyperexpanded . lungs are clear .",
+]
+
+
+@pytest.fixture(scope="module")
+def both() -> tuple[dict, dict]:
+    """Our metrics and pycocoevalcap's on the same texts.
+
+    One JVM: our jar driver talks to the process pycocoevalcap's ``Meteor`` started (its command line is checked to
+    be ours), after pycocoevalcap has computed its own score with it.
+    """
+    gts = {i: [r] for i, r in enumerate(REFERENCES)}
+    res = {i: [p] for i, p in enumerate(PREDICTIONS)}
+    scorer = Meteor()
+    theirs = {"meteor": scorer.compute_score(gts, res)[0]}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    theirs.update({f"bleu_{n + 1}": bleu[n] for n in range(4)})
+    theirs["rouge_l"] = Rouge().compute_score(gts, res)[0]
+    theirs["cider"] = Cider().compute_score(gts, res)[0]
+
+    assert scorer.meteor_cmd == list(nlg.Meteor15Jar.COMMAND)
+    ours, info = nlg.nlg_metrics(PREDICTIONS, REFERENCES, meteor="nltk")
+    ours["meteor"] = nlg.Meteor15Jar(process=scorer.meteor_p).score(PREDICTIONS, REFERENCES)[0]
+    return ours, theirs
+
+
+@pytest.mark.parametrize("name", ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"])
+def test_equal_to_pycocoevalcap(both: tuple[dict, dict], name: str) -> None:
+    ours, theirs = both
+    assert ours[name] == theirs[name]  # exactly, not approximately
+    assert 0 < ours[name]
+
+
+@pytest.mark.slow
+def test_nlg_metrics_starts_its_own_jar_and_matches_pycocoevalcap() -> None:
+    gts = {i: [r] for i, r in enumerate(REFERENCES)}
+    res = {i: [p] for i, p in enumerate(PREDICTIONS)}
+    theirs = Meteor().compute_score(gts, res)[0]
+    ours, info = nlg.nlg_metrics(PREDICTIONS, REFERENCES, meteor="jar")
+    assert info["meteor"] == "meteor-1.5 jar"
+    assert ours["meteor"] == theirs
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d", ".", "effusion"]), max_size=40),
+    st.lists(st.sampled_from(["a", "b", "c", "e", ".", "effusion"]), max_size=40),
+)
+def test_bit_parallel_lcs_matches_pycocoevalcap_loop(a: list[str], b: list[str]) -> None:
+    assert nlg.lcs_length(a, b) == my_lcs(a, b)
+
+
+def test_rouge_l_per_pair_is_bit_identical() -> None:
+    gts = {i: [r] for i, r in enumerate(REFERENCES)}
+    res = {i: [p] for i, p in enumerate(PREDICTIONS)}
+    _, theirs = Rouge().compute_score(gts, res)
+    assert list(nlg.rouge_l_scores(PREDICTIONS, REFERENCES)) == list(theirs)
+
+
+def test_coco_text_guards_the_jar_protocol() -> None:
+    assert nlg.coco_text("no effusion .\n\nno pneumothorax ||| .  ") == "no effusion . no pneumothorax ."
+    jar = nlg.Meteor15Jar.__new__(nlg.Meteor15Jar)  # the check runs before any I/O
+    with pytest.raises(ValueError, match="coco_text"):
+        jar.score(["a\nb"], ["a b"])
+
+
+def test_newlines_do_not_deadlock_and_score_like_spaces() -> None:
+    with_newlines, _ = nlg.nlg_metrics(["the heart\nis normal ."], ["the heart is\r\nnormal ."], meteor="nltk")
+    flat, _ = nlg.nlg_metrics(["the heart is normal ."], ["the heart is normal ."], meteor="nltk")
+    assert with_newlines == flat
+    assert flat["bleu_4"] == pytest.approx(1.0)
+
+
+def test_without_java_meteor_is_named_meteor_nltk(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no java anywhere on the PATH
+    assert not nlg.java_available()
+    metrics, info = nlg.nlg_metrics(PREDICTIONS, REFERENCES, meteor="auto")
+    assert "meteor" not in metrics
+    assert 0 < metrics["meteor_nltk"] < 1
+    assert info["meteor"] == "nltk"
+    with pytest.raises(FileNotFoundError, match="java"):
+        nlg.nlg_metrics(PREDICTIONS, REFERENCES, meteor="jar")
+
+
+def test_empty_reference_is_an_error() -> None:
+    with pytest.raises(ValueError, match="reference 1 is empty"):
+        nlg.nlg_metrics(["a .", "b ."], ["a .", "  \n"], meteor="nltk")
