@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -391,9 +392,17 @@ def load_hf_disk(
 # --- one entry point ---------------------------------------------------------------------------------------------
 
 
-def _jsonl_split(path: str | Path, split: str | None, **options: Any) -> list[dict]:
+def _jsonl_split(
+    path: str | Path,
+    split: str | None,
+    *,
+    on_bad: str = "error",
+    check_images: bool = True,
+    image_root: str | Path | None = None,
+) -> list[dict]:
     """A folder holds ``<split>.jsonl``; a file is itself one split."""
     path = Path(path)
+    options = {"on_bad": on_bad, "check_images": check_images, "image_root": image_root}
     if path.is_dir():
         if split is None:
             raise ValueError(f"{path}: a folder of JSONL files; name a split")
@@ -413,7 +422,22 @@ LOADERS: dict[str, Callable[..., list[dict]]] = {
 
 
 def load_rows(format: str, path: str | Path, split: str | None = "train", **options: Any) -> list[dict]:
-    """Load one split of a dataset in ``format`` (one of ``LOADERS``); options go to that format's loader."""
+    """Load one split of a dataset in ``format`` (one of ``LOADERS``); options go to that format's loader.
+
+    An option the format's loader does not take is a ValueError listing the ones it does (recipes pass options
+    from YAML, where a misspelt key must not pass silently).
+    """
     if format not in LOADERS:
         raise ValueError(f"unknown data format {format!r}; valid formats: {', '.join(LOADERS)}")
-    return LOADERS[format](path, split, **options)
+    loader = LOADERS[format]
+    accepted = loader_options(format)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for data format {format!r}; valid: {', '.join(accepted)}")
+    return loader(path, split, **options)
+
+
+def loader_options(format: str) -> list[str]:
+    """The keyword options the loader of ``format`` takes (its keyword-only parameters)."""
+    parameters = inspect.signature(LOADERS[format]).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]

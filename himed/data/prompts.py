@@ -88,13 +88,13 @@ def build_prompt(
     return [{"role": "user", "content": content}]
 
 
-def rationale_from_labels(labels: Mapping[str, int]) -> str:
+def rationale_from_labels(labels: Mapping[str, int], *, include_negative: bool = True) -> str:
     """A short think text from a row's labels, for the SFT cold start's ``<think>`` section.
 
     E.g. ``"Positive: cardiomegaly, pleural effusion. Uncertain: edema. Negative: pneumothorax."``, or
     ``"No acute findings."`` first when nothing but support devices is positive or uncertain (the No Finding rule
-    of DESIGN.md section 2). No Finding itself is not listed. Empty labels (not known) give ``""``: a rationale
-    would be invented.
+    of DESIGN.md section 2). No Finding itself is not listed. ``include_negative=False`` drops the negatives (fewer
+    tokens for tiny models). Empty labels (not known) give ``""``: a rationale would be invented.
     """
     if not labels:
         return ""
@@ -107,6 +107,6 @@ def rationale_from_labels(labels: Mapping[str, int]) -> str:
     if not acute:
         sentences.append("No acute findings.")
     for value, title in ((POSITIVE, "Positive"), (UNCERTAIN, "Uncertain"), (NEGATIVE, "Negative")):
-        if by_value[value]:
+        if by_value[value] and (include_negative or value != NEGATIVE):
             sentences.append(f"{title}: {', '.join(by_value[value])}.")
     return " ".join(sentences)

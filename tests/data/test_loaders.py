@@ -447,3 +447,27 @@ def test_load_rows_rejects_unknown_format(tmp_path):
         ValueError, match="unknown data format 'csv'; valid formats: r2gen, mimic_cxr_jpg, jsonl, hf_disk"
     ):
         load_rows("csv", tmp_path)
+
+
+def test_load_rows_rejects_unknown_options(tmp_path):
+    write_r2gen_iu(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"unknown option\(s\) \['view'\] for data format 'mimic_cxr_jpg'; valid: .*views"
+    ):
+        load_rows("mimic_cxr_jpg", tmp_path, "train", view=("PA",))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['image_root'\] for data format 'r2gen'"):
+        load_rows("r2gen", tmp_path, "train", image_root=tmp_path)
+    assert len(load_rows("r2gen", tmp_path, "train", check_images=False, on_bad="skip")) == 2
+
+
+def test_validated_rows_survive_a_datasets_round_trip(tmp_path):
+    """Rows a loader returns can be saved with datasets and loaded back unchanged (labels with differing keys)."""
+    import datasets
+
+    write_r2gen_iu(tmp_path / "r2gen")
+    rows = load_r2gen(tmp_path / "r2gen", "train")
+    rows[0]["labels"] = {"Edema": -1}
+    rows[1]["labels"] = {"Cardiomegaly": 1, "Support Devices": 1}
+    rows[1]["indication"] = "Dyspnea."
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    assert load_hf_disk(tmp_path / "ds") == rows

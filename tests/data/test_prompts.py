@@ -97,3 +97,6 @@ def test_rationale_from_labels():
         "No acute findings. Positive: support devices."
     )
     assert rationale_from_labels({}) == ""
+    assert rationale_from_labels(labels, include_negative=False) == (
+        "Positive: cardiomegaly, pleural effusion. Uncertain: edema."
+    )

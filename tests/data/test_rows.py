@@ -2,8 +2,11 @@ import logging
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
+from himed.clinical.observations import CHEXBERT_OBSERVATIONS
 from himed.data.rows import (
     UNKNOWN_VIEW,
     BadRowError,
@@ -190,3 +193,28 @@ def test_row_skips_without_skips_logs_nothing(tmp_path, caplog):
 def test_on_bad_must_be_known():
     with pytest.raises(ValueError, match="error, skip"):
         RowSkips("drop", source="f")
+
+
+_WORDS = st.lists(
+    st.sampled_from(["heart", "normal", "lungs", "clear.", "no", "effusion", "size:", "\n", "1."]), min_size=1
+)
+
+
+@given(findings=_WORDS.map(" ".join), impression=_WORDS.map(" ".join))
+def test_split_report_recovers_headed_sections(findings, impression):
+    sections = split_report(f"INDICATION: cough\nFINDINGS: {findings}\nIMPRESSION: {impression}")
+    assert sections == (" ".join(findings.split()), " ".join(impression.split()), "cough")
+
+
+@given(
+    views=st.lists(st.sampled_from(["pa", "AP", "lateral", "", None, "ap  axial"]), min_size=1, max_size=3),
+    labels=st.dictionaries(st.sampled_from(CHEXBERT_OBSERVATIONS), st.sampled_from([1, 0, -1, 1.0, None])),
+    impression=st.sampled_from(["", "Normal.", " two\nlines "]),
+)
+def test_validated_row_is_a_fixed_point(views, labels, impression):
+    """Validating a validated row changes nothing, so rows can be re-checked after any round trip."""
+    images = [Image.new("L", (2, 2)) for _ in views]
+    row = {"id": "x", "images": images, "views": views, "findings": " a\n b ", "impression": impression}
+    once = validate_row(row | {"labels": labels}, where="w")
+    assert validate_row(once, where="w") == once
+    assert all(view == view.upper().strip() and view for view in once["views"])
