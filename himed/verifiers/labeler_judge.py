@@ -1,0 +1,189 @@
+"""``LabelerJudge``: the three STARD axes of HiMed-RL eq. 6 derived offline from CheXpert-style labels.
+
+Not the paper's judge (an LLM, Qwen3-30B-A3B): an approximation that needs no GPU and no server, the default of the
+CPU quickstart and the tests, and a real option for users without a GPU to spare for a judge. It sees only the
+observations a labeler can name (``observations: all``, the 14 CheXbert ones, or ``five``), not their location or
+severity, and cannot judge ordering, so it is blunter than an LLM judge on the relevance axis.
+
+Both reports are labelled (``labeler: rules`` by default; ``chexbert`` with ``labeler_kwargs``). An observation is
+*positive* when labelled 1, and when labelled -1 (uncertain) under ``uncertain: positive`` (the default, as in the
+clinical reward); No Finding counts as a positive finding, so that "normal" vs "normal" agrees and "normal" vs
+"cardiomegaly" does not. With P_c, P_r the candidate's and reference's positive sets:
+
+- accuracy (hallucination and contradiction): ``1 - |contradicted| / |mentioned by both|``, where an observation is
+  contradicted when one report calls it positive and the other explicitly negative (0); 1.0 when the two reports
+  mention no observation in common (nothing is contradicted). No Finding is excluded (it is derived, never
+  stated as a negative).
+- relevance (no filler findings): precision ``|P_c & P_r| / |P_c|``; 1.0 when P_c is empty and P_r is too.
+- completeness (no omissions): recall ``|P_c & P_r| / |P_r|``; 1.0 when P_r is empty.
+
+With ``uncertain: ignore`` an observation uncertain on either side is left out of all three. A pair whose labels
+cannot be computed (the labeler raised on it) is None, never 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from himed.clinical.observations import (
+    CHEXBERT_OBSERVATIONS,
+    FIVE_OBSERVATIONS,
+    NEGATIVE,
+    NO_FINDING,
+    POSITIVE,
+    UNCERTAIN,
+    with_no_finding,
+)
+from himed.verifiers.base import Judge, JudgeScore, Pair, register_judge
+from himed.verifiers.service import JudgeCounters
+
+logger = logging.getLogger(__name__)
+
+OBSERVATION_SETS = {"all": CHEXBERT_OBSERVATIONS, "five": FIVE_OBSERVATIONS}
+UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
+# Identity of the derivation below, recorded like an LLM judge's prompt hash; bump it when the formulas change.
+LABELER_JUDGE_VERSION = "labeler-axes-v1"
+
+
+def axes_from_labels(
+    candidate: Mapping[str, int],
+    reference: Mapping[str, int],
+    observations: Sequence[str] = CHEXBERT_OBSERVATIONS,
+    uncertain: str = "positive",
+) -> JudgeScore:
+    """accuracy, relevance and completeness of two label dicts (module docstring)."""
+    candidate, reference = with_no_finding(candidate), with_no_finding(reference)
+
+    def positive(value: int | None) -> bool:
+        return value == POSITIVE or (value == UNCERTAIN and uncertain == "positive")
+
+    shared = contradicted = 0
+    positives_c: set[str] = set()
+    positives_r: set[str] = set()
+    for name in observations:
+        c, r = candidate.get(name), reference.get(name)
+        if uncertain == "ignore" and UNCERTAIN in (c, r):
+            continue
+        if positive(c):
+            positives_c.add(name)
+        if positive(r):
+            positives_r.add(name)
+        if name != NO_FINDING and c is not None and r is not None:
+            shared += 1
+            contradicted += (positive(c) and r == NEGATIVE) or (positive(r) and c == NEGATIVE)
+    hits = len(positives_c & positives_r)
+    accuracy = 1.0 - contradicted / shared if shared else 1.0
+    relevance = hits / len(positives_c) if positives_c else (1.0 if not positives_r else 0.0)
+    completeness = hits / len(positives_r) if positives_r else 1.0
+    return JudgeScore(accuracy, relevance, completeness)
+
+
+@register_judge("labeler")
+class LabelerJudge(Judge):
+    """Offline judge from CheXpert-style labels; see the module docstring."""
+
+    def __init__(
+        self,
+        labeler: str = "rules",
+        labeler_kwargs: Mapping[str, Any] | None = None,
+        observations: str = "all",
+        uncertain: str = "positive",
+    ):
+        from himed.clinical.labelers import available_labelers
+
+        if labeler not in available_labelers():
+            raise ValueError(
+                f"labeler judge: unknown labeler {labeler!r}; available: {', '.join(available_labelers())}"
+            )
+        if observations not in OBSERVATION_SETS:
+            raise ValueError(
+                f"labeler judge: observations must be one of {sorted(OBSERVATION_SETS)}, got {observations!r}"
+            )
+        if uncertain not in UNCERTAIN_POLICIES:
+            raise ValueError(f"labeler judge: uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
+        self.labeler_name = labeler
+        self.labeler_kwargs = dict(labeler_kwargs or {})
+        self.observation_set = observations
+        self.observations = OBSERVATION_SETS[observations]
+        self.uncertain = uncertain
+        self.prompt_hash = LABELER_JUDGE_VERSION
+        self.counters = JudgeCounters()
+        self._labeler = None
+
+    @property
+    def labeler(self):
+        # Built on first use and cached by get_labeler: a CheXbert model is neither pickled nor loaded twice.
+        if self._labeler is None:
+            from himed.clinical.labelers import get_labeler
+
+            self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
+        return self._labeler
+
+    def _label(self, texts: list[str]) -> dict[str, dict[str, int] | None]:
+        """Labels of each distinct text; a batch that fails is retried text by text so one bad text costs one."""
+        try:
+            return dict(zip(texts, self.labeler.label(texts), strict=True))
+        except Exception as error:  # isolate the text that breaks the labeler
+            logger.warning(
+                "labeler %s failed on a batch of %d (%s); labelling one by one", self.labeler_name, len(texts), error
+            )
+        labels: dict[str, dict[str, int] | None] = {}
+        for text in texts:
+            try:
+                labels[text] = self.labeler.label([text])[0]
+            except Exception:
+                labels[text] = None
+        return labels
+
+    def score_pairs(self, pairs: Sequence[Pair]) -> list[JudgeScore | None]:
+        """The synchronous core of ``score_batch``: one labeler call for every distinct text of the batch."""
+        self.counters.add("pairs", len(pairs))
+        texts = list(dict.fromkeys(text for pair in pairs for text in pair))
+        self.counters.add("calls")
+        labels = self._label(texts)
+        results: list[JudgeScore | None] = []
+        for candidate, reference in pairs:
+            if labels[candidate] is None or labels[reference] is None:
+                self.counters.add("failures")
+                self.counters.add("failures/labeler")
+                results.append(None)
+                continue
+            results.append(axes_from_labels(labels[candidate], labels[reference], self.observations, self.uncertain))
+            self.counters.add("scored")
+        return results
+
+    async def score_batch(self, pairs: Sequence[Pair]) -> list[JudgeScore | None]:
+        pairs = [(candidate or "", reference or "") for candidate, reference in pairs]
+        if not pairs:
+            return []
+        # In a worker thread: a CheXbert labeler runs a BERT forward pass, which must not block the event loop
+        # that other async rewards (and TRL's tools) share.
+        return await asyncio.to_thread(self.score_pairs, pairs)
+
+    def score_batch_sync(self, pairs: Sequence[Pair]) -> list[JudgeScore | None]:
+        # No event loop needed: the work is synchronous already.
+        return self.score_pairs([(candidate or "", reference or "") for candidate, reference in pairs])
+
+    def metrics(self) -> dict[str, float]:
+        return self.counters.snapshot()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "judge/backend": self.backend,
+            "judge/labeler": self.labeler_name,
+            "judge/observations": self.observation_set,
+            "judge/uncertain": self.uncertain,
+            "judge/prompt_hash": self.prompt_hash,
+            **self.metrics(),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_labeler"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"LabelerJudge(labeler={self.labeler_name!r}, observations={self.observation_set!r})"
