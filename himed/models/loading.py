@@ -11,6 +11,7 @@ video processor needs it (notes/ENVIRONMENT.md); ``load_processor`` then builds 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,11 @@ logger = logging.getLogger(__name__)
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 
 
-def _check_source(name_or_path: str | Path) -> str:
-    """The string to hand to ``from_pretrained``; a path that clearly names a local directory must exist."""
+def _check_source(name_or_path: str | Path, require_config: bool = True) -> str:
+    """The string to hand to ``from_pretrained``; a path that clearly names a local directory must exist.
+
+    ``require_config``: a local directory must hold ``config.json`` (a model; a processor alone may be saved without).
+    """
     text = str(name_or_path)
     if not text:
         raise ValueError("a model name or directory is required")
@@ -31,7 +35,7 @@ def _check_source(name_or_path: str | Path) -> str:
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{text} is a file; expected a model directory or a hub id")
-        if not (path / "config.json").is_file():
+        if require_config and not (path / "config.json").is_file():
             raise FileNotFoundError(f"{text} has no config.json; it is not a saved model directory")
         return str(path)
     if looks_local:
@@ -107,6 +111,22 @@ def _is_full_processor(processor: Any) -> bool:
     )
 
 
+def _processor_model_type(source: str, kwargs: dict[str, Any]) -> str:
+    """The model type whose processor ``source`` holds: from config.json, or, for a directory holding only a saved
+    processor, from the upstream class name in processor_config.json (which the image-only processors also write)."""
+    from himed.models.processors import IMAGE_ONLY_PROCESSORS
+
+    processor_config = Path(source) / "processor_config.json"
+    if not (Path(source) / "config.json").is_file() and processor_config.is_file():
+        class_name = json.loads(processor_config.read_text(encoding="utf-8")).get("processor_class")
+        for model_type, processor_class in IMAGE_ONLY_PROCESSORS.items():
+            if class_name == processor_class.upstream_name:
+                return model_type
+        return str(class_name)
+    config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "cache_dir", "token") if k in kwargs}
+    return _load_config(source, **config_kwargs).model_type
+
+
 def load_processor(name_or_path: str | Path, **kwargs: Any):
     """Load the processor of a vision-language model (see the module docstring for the torchvision fallback).
 
@@ -117,7 +137,7 @@ def load_processor(name_or_path: str | Path, **kwargs: Any):
 
     from himed.models.processors import IMAGE_ONLY_PROCESSORS
 
-    source = _check_source(name_or_path)
+    source = _check_source(name_or_path, require_config=False)
     failure: Exception | None = None
     try:
         processor = AutoProcessor.from_pretrained(source, **kwargs)
@@ -127,8 +147,7 @@ def load_processor(name_or_path: str | Path, **kwargs: Any):
     if processor is not None and _is_full_processor(processor):
         return processor
 
-    config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "cache_dir", "token") if k in kwargs}
-    model_type = _load_config(source, **config_kwargs).model_type
+    model_type = _processor_model_type(source, kwargs)
     fallback = IMAGE_ONLY_PROCESSORS.get(model_type)
     got = "failed" if failure is not None else f"returned a {type(processor).__name__}"
     if fallback is None or is_torchvision_available():

@@ -1,0 +1,127 @@
+"""load_policy / load_processor: reloading tiny models, the torchvision-free fallback, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from himed.models import loading
+from himed.models.loading import load_policy, load_processor
+from himed.models.processors import Qwen2_5_VLImageOnlyProcessor, Qwen3VLImageOnlyProcessor
+
+
+def test_load_policy_reloads_the_tiny_model(tiny_model_dir):
+    model = load_policy(tiny_model_dir)
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert model.config.text_config.hidden_size == 128
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_load_policy_accepts_a_string_path_and_dtype_names(tiny_model_dir):
+    model = load_policy(str(tiny_model_dir), dtype="bfloat16", attn_implementation="eager")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert model.config._attn_implementation == "eager"
+    assert next(load_policy(tiny_model_dir, dtype=torch.float16).parameters()).dtype == torch.float16
+
+
+def test_load_policy_reloads_qwen3(tiny_qwen3_dir):
+    assert type(load_policy(tiny_qwen3_dir)).__name__ == "Qwen3VLForConditionalGeneration"
+
+
+def test_load_policy_bad_inputs(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        load_policy(tiny_model_dir, dtype="fp8")
+    with pytest.raises(FileNotFoundError, match="model directory not found"):
+        load_policy(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="model directory not found"):
+        load_policy("./no/such/dir")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_policy(tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        load_policy(tmp_path / "file.txt")
+    with pytest.raises(ValueError, match="a model name or directory is required"):
+        load_policy("")
+
+
+def test_load_policy_rejects_an_unknown_model_type(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no_such_arch"}))
+    with pytest.raises(ValueError, match="cannot read the model configuration"):
+        load_policy(tmp_path)
+
+
+def test_load_policy_rejects_a_text_only_model(tmp_path):
+    from transformers import Qwen2Config
+
+    Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=100).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not an image-text-to-text architecture"):
+        load_policy(tmp_path)
+
+
+def test_load_policy_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="cannot find a model at 'himed-test/no-such-model'"):
+        load_policy("himed-test/no-such-model")
+
+
+def test_fallback_processor_is_used_and_logged_without_torchvision(tiny_model_dir, monkeypatch, caplog):
+    # Force the CPU environment's situation even on a machine that has torchvision.
+    monkeypatch.setattr("transformers.utils.is_torchvision_available", lambda: False)
+
+    def no_video_processor(*args, **kwargs):
+        raise OSError("Can't load video processor")
+
+    monkeypatch.setattr("transformers.AutoProcessor.from_pretrained", no_video_processor)
+    with caplog.at_level(logging.WARNING, logger=loading.__name__):
+        processor = load_processor(tiny_model_dir)
+    assert type(processor) is Qwen2_5_VLImageOnlyProcessor
+    assert "torchvision is not installed" in caplog.text
+    assert "Qwen2_5_VLImageOnlyProcessor" in caplog.text
+
+
+def test_fallback_when_autoprocessor_returns_a_bare_tokenizer(tiny_qwen3_dir, monkeypatch, caplog):
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr("transformers.utils.is_torchvision_available", lambda: False)
+    monkeypatch.setattr(
+        "transformers.AutoProcessor.from_pretrained", lambda path, **kwargs: AutoTokenizer.from_pretrained(path)
+    )
+    with caplog.at_level(logging.WARNING, logger=loading.__name__):
+        processor = load_processor(tiny_qwen3_dir)
+    assert type(processor) is Qwen3VLImageOnlyProcessor
+    assert "returned a Qwen2Tokenizer" in caplog.text
+
+
+def test_no_fallback_when_torchvision_is_present(tiny_model_dir, monkeypatch):
+    # With torchvision the upstream processor should work; hiding its failure behind the fallback would hide a bug.
+    monkeypatch.setattr("transformers.utils.is_torchvision_available", lambda: True)
+
+    def broken(*args, **kwargs):
+        raise OSError("broken processor files")
+
+    monkeypatch.setattr("transformers.AutoProcessor.from_pretrained", broken)
+    with pytest.raises(ValueError, match="torchvision is installed"):
+        load_processor(tiny_model_dir)
+
+
+def test_load_processor_passes_kwargs_to_the_fallback(tiny_model_dir):
+    processor = load_processor(tiny_model_dir, padding_side="left")
+    assert processor.tokenizer.padding_side == "left"
+    assert processor.tokenizer.pad_token == "<|endoftext|>"
+    assert processor.tokenizer.eos_token == "<|im_end|>"
+
+
+def test_load_processor_missing_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model directory not found"):
+        load_processor(tmp_path / "missing")
+
+
+def test_fallback_saves_in_the_upstream_format(tiny_model_dir, tmp_path):
+    processor = load_processor(tiny_model_dir)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["processor_class"] == "Qwen2_5_VLProcessor"
+    assert type(load_processor(tmp_path)) is type(processor)
