@@ -228,7 +228,7 @@ def _positive_sentence(finding: ImageFinding, rng: random.Random) -> str:
         if hedged:
             options = [
                 f"Possible small {side} pleural effusion.",
-                f"Blunting of the {side} costophrenic angle may represent a small effusion.",
+                f"There may be a small {side} pleural effusion.",
                 f"A small {side} pleural effusion cannot be excluded.",
             ]
         elif side == "bilateral":
@@ -259,20 +259,20 @@ def _positive_sentence(finding: ImageFinding, rng: random.Random) -> str:
         if hedged:
             options = [
                 "Possible mild interstitial edema.",
-                "Mild perihilar haziness, early edema cannot be excluded.",
-                "Perihilar haziness may represent mild edema.",
+                "Perihilar vessels are mildly indistinct, early edema cannot be excluded.",
+                "Indistinct perihilar vessels may represent mild edema.",
             ]
         else:
             options = [
                 f"{_cap(sev)} pulmonary edema.",
                 f"There is {sev} interstitial pulmonary edema.",
-                f"Bilateral perihilar haziness consistent with {sev} pulmonary edema.",
+                f"Indistinct perihilar vessels consistent with {sev} pulmonary edema.",
                 f"{_cap(sev)} interstitial edema with septal thickening.",
             ]
     elif obs == ATELECTASIS:
         if hedged:
             options = [
-                f"Linear density at the {side} base may represent atelectasis.",
+                f"A thin band at the {side} base may represent atelectasis.",
                 f"Possible {side} basilar atelectasis.",
             ]
         elif side == "bilateral":
@@ -509,10 +509,15 @@ def _soft_ellipse(yy, xx, cy, cx, ry, rx, edge: float) -> np.ndarray:
     return out
 
 
-def _segment(yy, xx, p0: tuple[float, float], p1: tuple[float, float], width: float) -> np.ndarray:
-    """A line from ``p0`` to ``p1`` ((y, x) fractions) with a Gaussian profile of std ``width``."""
+def _segment(
+    yy, xx, p0: tuple[float, float], p1: tuple[float, float], width: float, into: np.ndarray | None = None
+) -> np.ndarray:
+    """A line from ``p0`` to ``p1`` ((y, x) fractions) with a Gaussian profile of std ``width``.
+
+    With ``into``, the line is max-combined into that array in place (and it is returned): no full-size temporary.
+    """
     (y0, x0), (y1, x1) = p0, p1
-    out = np.zeros_like(yy)
+    out = np.zeros_like(yy) if into is None else into
     # Only the segment's bounding box (plus 4 std) is computed: most lines are short and this is the hot loop.
     size = yy.shape[0]
     pad = 4 * width
@@ -524,7 +529,8 @@ def _segment(yy, xx, p0: tuple[float, float], p1: tuple[float, float], width: fl
     dy, dx = y1 - y0, x1 - x0
     t = np.clip(((ys - y0) * dy + (xs - x0) * dx) / max(dy * dy + dx * dx, 1e-12), 0.0, 1.0)
     dist2 = (ys - (y0 + t * dy)) ** 2 + (xs - (x0 + t * dx)) ** 2
-    out[r0:r1, c0:c1] = np.exp(-dist2 / (2 * width * width))
+    window = out[r0:r1, c0:c1]
+    np.maximum(window, np.exp(-dist2 / (2 * width * width)), out=window)
     return out
 
 
@@ -533,7 +539,10 @@ def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
 
 
 def _polyline(yy, xx, points: Sequence[tuple[float, float]], width: float) -> np.ndarray:
-    return np.max([_segment(yy, xx, a, b, width) for a, b in zip(points, points[1:], strict=False)], axis=0)
+    out = np.zeros_like(yy)
+    for a, b in zip(points, points[1:], strict=False):
+        _segment(yy, xx, a, b, width, into=out)
+    return out
 
 
 def _mix(image: np.ndarray, value: float, alpha: np.ndarray) -> np.ndarray:
@@ -588,7 +597,7 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         for angle in np.linspace(-1.1, 1.2, 6) + anatomy.uniform(-0.12, 0.12, size=6):
             length = anatomy.uniform(0.16, 0.24)
             end = (hilum[0] - np.sin(angle) * length * 1.2, hilum[1] + lung.lateral * np.cos(angle) * length)
-            markings = np.maximum(markings, _segment(yy, xx, hilum, end, 0.006))
+            _segment(yy, xx, hilum, end, 0.006, into=markings)
     image = image + 0.07 * markings * lung_any
 
     # Ribs: seven gentle arcs across each lung, as one periodic profile per lung.
@@ -617,7 +626,7 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         image = image + 0.35 * strength * rim
 
     for f in by_obs.get(EDEMA, []):
-        amp = {"mild": 0.13, "moderate": 0.19, "severe": 0.26}[f.severity] if f.certainty == 1 else 0.07
+        amp = {"mild": 0.16, "moderate": 0.22, "severe": 0.28}[f.severity] if f.certainty == 1 else 0.08
         haze = np.zeros_like(image)
         for lung in lungs.values():
             hy, hx = lung.cy, lung.cx - lung.lateral * 0.06
@@ -727,7 +736,7 @@ def _draw_lateral(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         gas = _soft_ellipse(yy, xx, lung.cy - lung.ry * 0.75, lung.cx, lung.ry * 0.35, lung.rx * 0.7, edge) * lung_mask
         image = _mix(image, 0.03, gas * 0.7 * strength)
     for f in by_obs.get(EDEMA, []):
-        amp = {"mild": 0.13, "moderate": 0.19, "severe": 0.26}[f.severity] if f.certainty == 1 else 0.07
+        amp = {"mild": 0.16, "moderate": 0.22, "severe": 0.28}[f.severity] if f.certainty == 1 else 0.08
         haze = np.exp(-(((yy - lung.cy) / 0.15) ** 2 + ((xx - lung.cx) / 0.13) ** 2) / 2)
         image = image + amp * haze * lung_mask
     for f in by_obs.get(CONSOLIDATION, []):
@@ -777,6 +786,13 @@ def _draw_lateral(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
     return _mix(image, 0.97, devices)
 
 
+def _mottle(noise: np.random.Generator, size: int, std: float = 0.025) -> np.ndarray:
+    from PIL import Image
+
+    coarse = noise.normal(0.0, std, size=(max(2, size // 8),) * 2).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+
+
 def draw_view(
     image_findings: Sequence[ImageFinding], view: str = "PA", size: int = 112, seed: int | Sequence[int] = 0
 ) -> np.ndarray:
@@ -803,7 +819,8 @@ def draw_view(
     if view == "AP":
         # Portable AP films: a slightly washed-out look, a cue a model may use but no label depends on.
         image = 0.06 + 0.92 * image
-    image = image + noise.normal(0.0, 0.008, size=image.shape).astype(np.float32)
+    # Mild film mottle: coarse (1/8 resolution, bilinear) rather than per-pixel noise, which would double the PNGs.
+    image = image + _mottle(noise, size)
     levels = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     # Contrast varies between "machines": a gamma curve applied as a 256-entry lookup table (cheap).
     gamma = tone.uniform(0.85, 1.15)
@@ -993,5 +1010,5 @@ def generate_demo(
     }
     (out_dir / "meta.json").write_text(json.dumps(summary, indent=2) + "\n")
     # Written last: an interrupted run leaves no annotation.json that looks complete.
-    (out_dir / "annotation.json").write_text(json.dumps(annotation, indent=1) + "\n")
+    (out_dir / "annotation.json").write_text(json.dumps(annotation) + "\n")
     return summary
