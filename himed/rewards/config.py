@@ -17,6 +17,7 @@ reward's registered values (DESIGN.md table). Errors name the file (``where``) a
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,26 @@ def _reject_unknown(d: Mapping, allowed: tuple[str, ...], where: str) -> None:
     unknown = [key for key in d if key not in allowed]
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+
+
+def _check_kwargs(factory: Any, kwargs: Mapping[str, Any], where: str, name: str) -> None:
+    """Reject kwargs a reward class's constructor does not name, at config time rather than at the first step.
+
+    Only classes without ``**kwargs`` are checked: a plain reward function's ``**kwargs`` also receives dataset
+    columns, so its accepted names cannot be known; those are checked when the reward is built.
+    """
+    if not inspect.isclass(factory):
+        return
+    try:
+        parameters = inspect.signature(factory.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = [key for key, p in parameters.items() if key != "self" and p.kind is not p.VAR_POSITIONAL]
+    for key in kwargs:
+        if key not in accepted:
+            raise ValueError(f"{where}: unknown key {key!r} for reward {name!r}; accepted: {', '.join(accepted)}")
 
 
 @dataclass
@@ -159,9 +180,10 @@ class RewardEntryConfig:
                 raise ValueError(f"{where}.weight: expected a finite number, got {weight!r}")
             weight = float(weight)
         try:
-            resolve_reward(name)
+            info = resolve_reward(name)
         except ValueError as error:
             raise ValueError(f"{where}.name: {error}") from None
+        _check_kwargs(info.factory, kwargs, f"{where}.kwargs", name)
         return cls(name=name, kwargs=kwargs, alias=alias, level=level, weight=weight)
 
     def to_dict(self) -> dict[str, Any]:

@@ -196,8 +196,10 @@ def test_entry_kwargs_sections_win_over_the_recipe():
 
 
 def test_bad_kwargs_name_the_entry():
-    config = RewardsConfig.from_dict({"rewards": [{"name": "format", "as": "fmt", "kwargs": {"sectons": ["x"]}}]})
-    with pytest.raises(ValueError, match=r"rewards\[0\] \(fmt\).*sectons"):
+    config = RewardsConfig.from_dict(
+        {"rewards": [{"name": "format", "as": "fmt", "kwargs": {"sections": ["think", "summary"]}}]}
+    )
+    with pytest.raises(ValueError, match=r"rewards\[0\] \(fmt\): unknown section 'summary'"):
         build_reward_functions(config)
 
 

@@ -79,6 +79,10 @@ def test_every_field_has_help():
             "cfg.yaml: schedule.name: unknown schedule 'exp'",
         ),
         ({"rewards": [{"name": "missing_module_xyz:fn"}]}, "cannot import module 'missing_module_xyz'"),
+        (
+            {"rewards": [{"name": "format", "kwargs": {"section": ["think", "finding"]}}]},
+            "cfg.yaml: rewards[0].kwargs: unknown key 'section' for reward 'format'; accepted: sections",
+        ),
     ],
 )
 def test_errors_name_the_file_and_field(block, message):
