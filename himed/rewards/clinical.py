@@ -116,6 +116,7 @@ class ClinicalReward(Reward):
         self.uncertain = _choice(uncertain, UNCERTAIN_POLICIES, "uncertain")
         self.reference_labels = _choice(reference_labels, REFERENCE_LABEL_SOURCES, "reference_labels")
         self._labeler = None
+        _ = self.labeler  # fail at start-up on a bad labeler config (e.g. a missing CheXbert checkpoint), not per step
         self.counters = {"scored": 0, "reference_label_fallbacks": 0, "bad_row_labels": 0}
 
     @property

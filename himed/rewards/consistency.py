@@ -86,6 +86,7 @@ class ConsistencyReward(Reward):
         self.observation_set = observations
         self.observations = OBSERVATION_SETS[observations]
         self._labeler = None
+        _ = self.labeler  # fail at start-up on a bad labeler config (e.g. a missing CheXbert checkpoint), not per step
         self.counters = {"scored": 0, "unparsed": 0, "with_clash": 0}
 
     @property

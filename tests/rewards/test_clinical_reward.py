@@ -121,6 +121,7 @@ def test_bad_options_fail_at_construction():
         ({"uncertain": "maybe"}, "uncertain must be one of positive, negative, ignore"),
         ({"reference_labels": "csv"}, "reference_labels must be one of report, row"),
         ({"labeler": "magic"}, "unknown labeler 'magic'"),
+        ({"labeler_kwargs": {"checkpoint": "x"}}, "the rules labeler takes no arguments"),  # built eagerly
     ]:
         with pytest.raises(ValueError, match=message):
             ClinicalReward(**kwargs)

@@ -52,6 +52,8 @@ def test_needs_an_impression_section():
         build_reward("consistency", {"sections": ["think", "finding"]})
     with pytest.raises(ValueError, match="observations must be one of five, all"):
         ConsistencyReward(observations="14")
+    with pytest.raises(ValueError, match="the rules labeler takes no arguments"):
+        ConsistencyReward(labeler_kwargs={"device": "cpu"})
 
 
 def test_five_observations_ignore_others():
