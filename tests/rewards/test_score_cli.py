@@ -175,3 +175,19 @@ def test_empty_input_writes_an_empty_file(tmp_path, capsys):
     assert main(["score", "--rewards", "format", "--input", str(source), "--output", str(out)]) == 0
     assert out.read_text() == ""
     assert "0 completions" in capsys.readouterr().err
+
+
+def test_design_section_4_parts_are_written(tmp_path):
+    """DESIGN.md section 4 promises at least these part columns for the paper's rewards."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "completion": GOOD, "reference": REF}])
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(["score", "--rewards", "token,concept,format,semantic", "--input", str(source), "--output", str(out)]) == 0
+    )
+    (line,) = read_jsonl(out)
+    promised = {f"token/p{n}" for n in range(1, 5)} | {"token/bp", "concept/rouge_l", "concept/meteor", "concept/bonus"}
+    promised |= {"semantic/accuracy", "semantic/relevance", "semantic/completeness"}
+    assert promised <= set(line)
+    assert {"id", "token", "concept", "format", "semantic", "total"} <= set(line)
+    # step 0: alpha_low = 1, alpha_high = 0, so the total is the low-level sum.
+    assert line["total"] == pytest.approx(line["token"] + line["concept"] + line["format"])
