@@ -34,7 +34,7 @@ def add_commands(subparsers) -> None:
     parser = subparsers.add_parser(
         "score",
         help="score completions in a JSONL file with the reward composite",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
