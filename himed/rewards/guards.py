@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
 from himed.rewards.tokens import tokenize
 
-KEYWORDS_FILE = Path(__file__).parent / "data" / "keywords.txt"
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n+")
 
 
@@ -99,34 +97,16 @@ class RepetitionGuard(Reward):
             return super().score_completions(completions, **columns)
 
 
-@lru_cache(maxsize=8)
-def _read_keyword_file(path: str) -> frozenset[tuple[str, ...]]:
-    terms = set()
-    for line_number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        tokens = tokenize(line)
-        if not tokens:
-            raise ValueError(f"{path}:{line_number}: keyword {line!r} has no [a-z0-9] token")
-        terms.add(tokens)
-    if not terms:
-        raise ValueError(f"{path}: no keywords (one term per line, '#' starts a comment)")
-    return frozenset(terms)
-
-
 def load_keyword_terms(keywords: str | Path | Iterable[str] | None = None) -> frozenset[tuple[str, ...]]:
-    """Keyword terms as token tuples: the packaged list (None), a file (one term per line, '#' comments) or a list."""
-    if keywords is None:
-        return _read_keyword_file(str(KEYWORDS_FILE))
-    if isinstance(keywords, str | Path):
-        path = Path(keywords)
-        if not path.is_file():
-            raise ValueError(f"keyword_stuffing reward: keywords file {path} does not exist")
-        return _read_keyword_file(str(path))
-    terms = frozenset(tokenize(term) for term in keywords if tokenize(str(term)))
+    """Keyword terms as token tuples, read exactly as the concept reward reads them (``concept.read_keywords``):
+    the packaged list (None), a file (one term per line, '#' comments) or a list of terms."""
+    from himed.rewards.concept import read_keywords
+
+    if isinstance(keywords, str | Path) and not Path(keywords).is_file():
+        raise ValueError(f"keyword_stuffing reward: keywords file {keywords} does not exist")
+    terms = frozenset(tokens for tokens in (tokenize(term) for term in read_keywords(keywords)) if tokens)
     if not terms:
-        raise ValueError("keyword_stuffing reward: the keywords list has no term with an [a-z0-9] token")
+        raise ValueError("keyword_stuffing reward: no keyword with an [a-z0-9] token in the keywords given")
     return terms
 
 

@@ -76,8 +76,8 @@ def test_keyword_stuffing_accepts_a_list_or_a_file(tmp_path):
     path = tmp_path / "kw.txt"
     path.write_text("# comment\neffusion\n\nedema  # inline\n")
     assert KeywordStuffingGuard(keywords=str(path)).terms == listed.terms
-    (tmp_path / "bad.txt").write_text("effusion\n---\n")
-    with pytest.raises(ValueError, match=r"bad.txt:2: keyword '---' has no"):
+    (tmp_path / "bad.txt").write_text("# only punctuation\n---\n")
+    with pytest.raises(ValueError, match="no keyword with an"):
         KeywordStuffingGuard(keywords=str(tmp_path / "bad.txt"))
     with pytest.raises(ValueError, match="does not exist"):
         KeywordStuffingGuard(keywords=str(tmp_path / "missing.txt"))
