@@ -8,7 +8,8 @@ severity, and cannot judge ordering, so it is blunter than an LLM judge on the r
 Both reports are labelled (``labeler: rules`` by default; ``chexbert`` with ``labeler_kwargs``). An observation is
 *positive* when labelled 1, and when labelled -1 (uncertain) under ``uncertain: positive`` (the default, as in the
 clinical reward); No Finding counts as a positive finding, so that "normal" vs "normal" agrees and "normal" vs
-"cardiomegaly" does not. With P_c, P_r the candidate's and reference's positive sets:
+"cardiomegaly" does not. It is derived from the other labels under the same policy (positive when nothing but
+Support Devices is positive), not read from the labeler. With P_c, P_r the candidate's and reference's positive sets:
 
 - accuracy (hallucination and contradiction): ``1 - |contradicted| / |mentioned by both|``, where an observation is
   contradicted when one report calls it positive and the other explicitly negative (0); 1.0 when the two reports
@@ -34,8 +35,8 @@ from himed.clinical.observations import (
     NEGATIVE,
     NO_FINDING,
     POSITIVE,
+    SUPPORT_DEVICES,
     UNCERTAIN,
-    with_no_finding,
 )
 from himed.verifiers.base import Judge, JudgeScore, Pair, register_judge
 from himed.verifiers.service import JudgeCounters
@@ -55,23 +56,30 @@ def axes_from_labels(
     uncertain: str = "positive",
 ) -> JudgeScore:
     """accuracy, relevance and completeness of two label dicts (module docstring)."""
-    candidate, reference = with_no_finding(candidate), with_no_finding(reference)
 
     def positive(value: int | None) -> bool:
         return value == POSITIVE or (value == UNCERTAIN and uncertain == "positive")
 
+    ignored = {
+        name
+        for name in observations
+        if uncertain == "ignore" and UNCERTAIN in (candidate.get(name), reference.get(name))
+    }
+    compared = [name for name in observations if name != NO_FINDING and name not in ignored]
+
+    def positives(labels: Mapping[str, int]) -> set[str]:
+        found = {name for name in compared if positive(labels.get(name))}
+        # No Finding is derived here rather than read, so that it follows the same uncertain policy (DESIGN.md
+        # section 2's rule is the uncertain: positive case).
+        if NO_FINDING in observations and not found - {SUPPORT_DEVICES}:
+            found.add(NO_FINDING)
+        return found
+
+    positives_c, positives_r = positives(candidate), positives(reference)
     shared = contradicted = 0
-    positives_c: set[str] = set()
-    positives_r: set[str] = set()
-    for name in observations:
+    for name in compared:
         c, r = candidate.get(name), reference.get(name)
-        if uncertain == "ignore" and UNCERTAIN in (c, r):
-            continue
-        if positive(c):
-            positives_c.add(name)
-        if positive(r):
-            positives_r.add(name)
-        if name != NO_FINDING and c is not None and r is not None:
+        if c is not None and r is not None:
             shared += 1
             contradicted += (positive(c) and r == NEGATIVE) or (positive(r) and c == NEGATIVE)
     hits = len(positives_c & positives_r)

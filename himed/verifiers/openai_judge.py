@@ -340,9 +340,14 @@ class OpenAIJudge(Judge):
                         )
                         answer = response.json()
                     kind, detail = "", ""
-                except (openai.APITimeoutError, TimeoutError):
-                    kind = "timeout" if limit >= self.timeout else "deadline"
-                    detail = f"no answer within {limit:.1f} s"
+                except (openai.APITimeoutError, TimeoutError) as error:
+                    elapsed = time.perf_counter() - started
+                    if elapsed < 0.9 * limit:
+                        # The aiohttp transport reports a dropped connection as a timeout, at once.
+                        kind, detail = "connection", f"{type(error).__name__} after {elapsed:.2f} s: {error}"
+                    else:
+                        kind = "timeout" if limit >= self.timeout else "deadline"
+                        detail = f"no answer within {limit:.1f} s"
                 except openai.APIStatusError as error:
                     kind, detail = status_kind(error.status_code), f"HTTP {error.status_code}: {error.message}"
                     retry_after = retry_after_seconds(error.response.headers)

@@ -11,7 +11,8 @@ Prompt-injection defence: the candidate is text written by the policy being trai
 construction. Candidate and reference go only into the user message, each between a pair of delimiters that the
 system message declares to be data, never instructions. Before they are inserted, anything in them that looks like
 a delimiter (any tag-like span naming a candidate, reference, report, system or instruction, whatever the brackets,
-case, spacing, Unicode width or zero-width characters) is replaced by ``[delimiter removed]``, so the built prompt
+case, spacing, Unicode width or zero-width characters) or like a chat-template control token (``<|im_start|>``)
+is replaced by ``[delimiter removed]``, so the built prompt
 always holds exactly one opening and one closing delimiter of each kind, in order, whatever the completion says.
 
 The prompt's identity is ``PROMPT_VERSION`` plus ``PROMPT_HASH`` (a hash of every text and the schema that shape a
@@ -35,6 +36,8 @@ AXES = ("accuracy", "relevance", "completeness")
 CANDIDATE_OPEN, CANDIDATE_CLOSE = "<candidate_report>", "</candidate_report>"
 REFERENCE_OPEN, REFERENCE_CLOSE = "<reference_report>", "</reference_report>"
 DELIMITER_REPLACEMENT = "[delimiter removed]"
+# Bump when neutralise() changes: it shapes every request, so it is part of the prompt's identity (the hash).
+NEUTRALISER_VERSION = 2
 # Reports longer than this are cut (policy completions are bounded anyway; this bounds a degenerate one's cost).
 DEFAULT_MAX_REPORT_CHARS = 6000
 
@@ -90,6 +93,7 @@ def _prompt_hash() -> str:
             "user": USER_TEMPLATE,
             "delimiters": [CANDIDATE_OPEN, CANDIDATE_CLOSE, REFERENCE_OPEN, REFERENCE_CLOSE],
             "replacement": DELIMITER_REPLACEMENT,
+            "neutraliser": NEUTRALISER_VERSION,
             "schema": JUDGEMENT_SCHEMA,
         },
         sort_keys=True,
@@ -99,7 +103,7 @@ def _prompt_hash() -> str:
 
 PROMPT_HASH = _prompt_hash()
 # One entry per released prompt version; tests/verifiers/test_prompt.py checks PROMPT_HASH against it.
-KNOWN_PROMPT_HASHES = {"stard2015-v1": "17bf7fa618656451"}
+KNOWN_PROMPT_HASHES = {"stard2015-v1": "9c4ea3a407873a7d"}
 
 # Zero-width and direction-control characters: they could split a delimiter so that no pattern sees it while the
 # judge's tokenizer still reads it.
@@ -109,13 +113,17 @@ _OPENERS = "<\u2039\u27e8\u3008\u2329\u00ab\ufe64\u276e\u29fc"
 _CLOSERS = ">\u203a\u27e9\u3009\u232a\u00bb\ufe65\u276f\u29fd"
 _TAG_LIKE = re.compile(rf"[{_OPENERS}]+([^{_OPENERS}{_CLOSERS}\n]{{0,80}})[{_CLOSERS}]+")
 _DELIMITER_WORDS = re.compile(r"candidate|reference|report|system|instruction|assistant|user", re.IGNORECASE)
+# Chat-template control tokens (Qwen/ChatML, Llama): a server may tokenize them inside content as the real special
+# tokens, which would let a completion end the user turn and open a new one.
+_CONTROL_TOKENS = re.compile(r"<\|[^|<>\n]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>", re.IGNORECASE)
 
 
 def neutralise(text: str, max_chars: int = DEFAULT_MAX_REPORT_CHARS) -> str:
     """``text`` made safe to place between the prompt's delimiters: see the module docstring.
 
     NFKC maps full-width and compatibility look-alikes to ASCII first; invisible characters are dropped; any
-    tag-like span whose letters name a delimiter word is replaced. Over-long text is cut at ``max_chars``.
+    tag-like span whose letters name a delimiter word, and any chat-template control token (``<|im_start|>``,
+    ``[INST]``, ...), is replaced. Over-long text is cut at ``max_chars``.
     """
     text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text or ""))
 
@@ -123,7 +131,7 @@ def neutralise(text: str, max_chars: int = DEFAULT_MAX_REPORT_CHARS) -> str:
         letters = re.sub(r"[^a-z]", "", match.group(1).lower())
         return DELIMITER_REPLACEMENT if _DELIMITER_WORDS.search(letters) else match.group(0)
 
-    text = _TAG_LIKE.sub(replace, text).strip()
+    text = _TAG_LIKE.sub(replace, _CONTROL_TOKENS.sub(DELIMITER_REPLACEMENT, text)).strip()
     if len(text) > max_chars:
         text = text[:max_chars] + " [truncated]"
     return text
