@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -76,30 +77,55 @@ def find_wordnet():
     return wordnet, MODE_WORDNET
 
 
-def _greedy_match(hypothesis, reference):
+def _word_positions(words: Sequence[str]) -> dict[str, list[int]]:
+    """Each word's positions in ``words``, ascending (read-only for callers)."""
+    positions: dict[str, list[int]] = {}
+    for j, word in enumerate(words):
+        if word in positions:
+            positions[word].append(j)
+        else:
+            positions[word] = [j]
+    return positions
+
+
+@lru_cache(maxsize=1 << 12)
+def _reference_positions(reference: tuple[str, ...]) -> dict[str, list[int]]:
+    # Cached: in GRPO a group of completions shares one reference.
+    return _word_positions(reference)
+
+
+def _greedy_match(
+    hypothesis: Sequence[str], reference: Sequence[str], positions: dict[str, list[int]] | None = None
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """nltk's ``_match_enums``: from the last hypothesis word back, take the last unused equal reference word.
 
-    ``hypothesis``/``reference`` are lists of ``(original position, word)``. Returns the matches
-    ``(hyp position, ref position)`` and the unmatched entries of both lists, in order.
+    Written as one forward pass: for a word with ``h`` hypothesis and ``r`` reference occurrences, nltk's loop
+    matches the last ``min(h, r)`` hypothesis occurrences to the last ``min(h, r)`` reference occurrences, in
+    order; so hypothesis occurrence ``o`` (0-based) takes reference occurrence ``o + r - h`` when that is >= 0.
+    Returns the matches as ``(hyp index, ref index)`` in hypothesis order and the unmatched indices of both.
     """
-    positions: dict[str, list[int]] = {}
-    for j, (_, word) in enumerate(reference):
-        positions.setdefault(word, []).append(j)
+    if positions is None:
+        positions = _word_positions(reference)
+    left = Counter(hypothesis)  # occurrences of each word not yet visited, this one included
     matches = []
-    matched_hyp = set()
-    matched_ref = set()
-    for i in range(len(hypothesis) - 1, -1, -1):
-        available = positions.get(hypothesis[i][1])
-        if available:
-            j = available.pop()
-            matched_hyp.add(i)
-            matched_ref.add(j)
-            matches.append((hypothesis[i][0], reference[j][0]))
-    if not matches:
-        return matches, hypothesis, reference
-    hypothesis = [pair for i, pair in enumerate(hypothesis) if i not in matched_hyp]
-    reference = [pair for j, pair in enumerate(reference) if j not in matched_ref]
-    return matches, hypothesis, reference
+    unmatched_hypothesis = []
+    for i, word in enumerate(hypothesis):
+        available = positions.get(word)
+        if available is None:
+            unmatched_hypothesis.append(i)
+            continue
+        remaining = left[word]
+        left[word] = remaining - 1
+        index = len(available) - remaining
+        if index < 0:
+            unmatched_hypothesis.append(i)
+        else:
+            matches.append((i, available[index]))
+    if len(matches) == len(reference):
+        return matches, unmatched_hypothesis, []
+    matched_reference = {j for _, j in matches}
+    unmatched_reference = [j for j in range(len(reference)) if j not in matched_reference]
+    return matches, unmatched_hypothesis, unmatched_reference
 
 
 class NltkMeteor:
@@ -141,45 +167,54 @@ class NltkMeteor:
             synonyms = self._synonyms[word] = frozenset(names | {word})
         return synonyms
 
-    def _synonym_match(self, hypothesis, reference):
+    def _synonym_match(self, hypothesis: list[str], reference: list[str]) -> list[tuple[int, int]]:
         """nltk's ``_enum_wordnetsyn_match``: the last unused reference word that is a synonym of the hypothesis word."""
         positions: dict[str, list[int]] = {}
-        for j, (_, word) in enumerate(reference):
+        for j, word in enumerate(reference):
             positions.setdefault(word, []).append(j)
         matches = []
         for i in range(len(hypothesis) - 1, -1, -1):
             best_j, best_word = -1, None
-            for synonym in self._synonyms_of(hypothesis[i][1]):
+            for synonym in self._synonyms_of(hypothesis[i]):
                 available = positions.get(synonym)
                 if available and available[-1] > best_j:
                     best_j, best_word = available[-1], synonym
             if best_word is not None:
                 positions[best_word].pop()
-                matches.append((hypothesis[i][0], reference[best_j][0]))
+                matches.append((i, best_j))
         return matches
 
-    def align(self, hypothesis: Sequence[str], reference: Sequence[str]) -> list[tuple[int, int]]:
-        """The matched ``(hyp index, ref index)`` pairs, sorted by hypothesis index, as nltk's ``align_words``."""
-        hyp = list(enumerate(w.lower() for w in hypothesis))
-        ref = list(enumerate(w.lower() for w in reference))
-        exact, hyp, ref = _greedy_match(hyp, ref)
-        stemmed = []
-        if hyp and ref:
+    def align(
+        self, hypothesis: Sequence[str], reference: Sequence[str], lowercased: bool = False
+    ) -> list[tuple[int, int]]:
+        """The matched ``(hyp index, ref index)`` pairs, sorted by hypothesis index, as nltk's ``align_words``.
+
+        nltk lower-cases every word first; ``lowercased=True`` says the words already are (himed's tokens).
+        """
+        if lowercased:
+            hyp, ref = hypothesis, tuple(reference)
+        else:
+            hyp, ref = [w.lower() for w in hypothesis], tuple(w.lower() for w in reference)
+        matches, hyp_left, ref_left = _greedy_match(hyp, ref, _reference_positions(ref))
+        if hyp_left and ref_left:
             stem = self._stem
-            stemmed, hyp, ref = _greedy_match([(i, stem(w)) for i, w in hyp], [(j, stem(w)) for j, w in ref])
-        synonyms = []
-        # Without WordNet every word's only "synonym" is itself, and equal stems were all taken above.
-        if hyp and ref and self.mode == MODE_WORDNET:
-            synonyms = self._synonym_match(hyp, ref)
-        matches = exact + stemmed + synonyms
-        matches.sort(key=lambda pair: pair[0])
+            # The stem stage sees only the words left over, and hands its stems on to the synonym stage.
+            hyp_stems = [stem(hyp[i]) for i in hyp_left]
+            ref_stems = [stem(ref[j]) for j in ref_left]
+            stemmed, hyp_rest, ref_rest = _greedy_match(hyp_stems, ref_stems)
+            matches += [(hyp_left[i], ref_left[j]) for i, j in stemmed]
+            # Without WordNet every word's only "synonym" is itself, and equal stems were all taken above.
+            if hyp_rest and ref_rest and self.mode == MODE_WORDNET:
+                synonyms = self._synonym_match([hyp_stems[i] for i in hyp_rest], [ref_stems[j] for j in ref_rest])
+                matches += [(hyp_left[hyp_rest[i]], ref_left[ref_rest[j]]) for i, j in synonyms]
+            matches.sort()
         return matches
 
-    def score(self, hypothesis: Sequence[str], reference: Sequence[str]) -> float:
+    def score(self, hypothesis: Sequence[str], reference: Sequence[str], lowercased: bool = False) -> float:
         """``nltk.translate.meteor_score.single_meteor_score(reference, hypothesis)`` (note the argument order)."""
         if not hypothesis or not reference:
             return 0.0
-        matches = self.align(hypothesis, reference)
+        matches = self.align(hypothesis, reference, lowercased)
         count = len(matches)
         if count == 0:
             return 0.0
@@ -193,8 +228,10 @@ class NltkMeteor:
         penalty = self.gamma * (chunks / count) ** self.beta
         return (1 - penalty) * fmean
 
-    def score_batch(self, hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> list[float]:
-        return [self.score(h, r) for h, r in zip(hypotheses, references, strict=True)]
+    def score_batch(
+        self, hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], lowercased: bool = False
+    ) -> list[float]:
+        return [self.score(h, r, lowercased) for h, r in zip(hypotheses, references, strict=True)]
 
     def __getstate__(self):
         # The WordNet reader is found again after unpickling (another process may have its own data path).

@@ -25,10 +25,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from himed.data.sections import DEFAULT_SECTIONS, extract_lenient
+from himed.data.sections import DEFAULT_SECTIONS
 from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
-from himed.rewards.tokens import ngram_counts, tokenize
+from himed.rewards.tokens import candidate_tokens, ngram_counts, tokenize
 
 MEANS = ("arithmetic", "geometric")
 
@@ -38,13 +38,15 @@ def clipped_precision(candidate: tuple[str, ...], reference: tuple[str, ...], n:
     total = len(candidate) - n + 1
     if total <= 0:
         return 0.0
-    candidate_counts = ngram_counts(candidate, n)
-    reference_counts = ngram_counts(reference, n)
+    # Sum over candidate n-grams of min(count in candidate, count in reference), in one pass: each candidate
+    # n-gram uses up one unit of its reference count. Faster than counting the candidate first.
+    remaining = dict(ngram_counts(reference, n))
     clipped = 0
-    for gram, count in candidate_counts.items():
-        in_reference = reference_counts.get(gram)
-        if in_reference:
-            clipped += count if count < in_reference else in_reference
+    for gram in zip(*(candidate[i:] for i in range(n)), strict=False):
+        left = remaining.get(gram)
+        if left:
+            remaining[gram] = left - 1
+            clipped += 1
     return clipped / total
 
 
@@ -110,7 +112,7 @@ class TokenReward(Reward):
     def score(self, texts: list[str], references: list[str], **columns: Any) -> list[dict[str, float | None]]:
         results = []
         for text, reference in zip(texts, references, strict=True):
-            candidate = tokenize(extract_lenient(text, self.sections))
+            candidate = candidate_tokens(text, self.sections)
             parts = token_score(candidate, tokenize(reference), self.weights)
             if self.mean == "geometric":
                 bleu = self._sentence_bleu().sentence_score(" ".join(candidate), [" ".join(tokenize(reference))])

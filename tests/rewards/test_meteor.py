@@ -45,6 +45,9 @@ def test_equals_nltk_without_wordnet_on_many_pairs():
     for hyp, ref in random_pairs(1000, seed=0):
         expected = single_meteor_score(ref, hyp, wordnet=NoWordNet()) if hyp and ref else 0.0
         assert ours.score(hyp, ref) == pytest.approx(expected, abs=1e-12), (hyp, ref)
+        assert ours.score(hyp, ref, lowercased=True) == pytest.approx(expected, abs=1e-12)
+        shouted = [w.upper() for w in hyp]  # nltk lower-cases both sides first
+        assert ours.score(shouted, ref) == pytest.approx(expected, abs=1e-12)
     # nltk's documented example (uppercase words are lowered as nltk's preprocess does)
     hyp = "It is a guide to action which ensures that the military always obeys the commands of the party".split()
     ref = "It is a guide to action that ensures that the military will forever heed Party commands".split()
