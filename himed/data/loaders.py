@@ -26,6 +26,7 @@ import gzip
 import inspect
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -174,7 +175,10 @@ def _chexpert_labels(path: Path) -> dict[str, tuple[int, dict[str, int] | BadRow
                 value = float("nan")
             if value not in (1.0, 0.0, -1.0):
                 labels = BadRowError(
-                    f"{path}:{line}", "labels", BAD_LABELS, f"{name!r} must be 1.0, 0.0, -1.0 or blank, got {text!r}"
+                    f"{path}:{line} (study s{record['study_id'].strip()})",
+                    "labels",
+                    BAD_LABELS,
+                    f"{name!r} must be 1.0, 0.0, -1.0 or blank, got {text!r}",
                 )
                 break
             labels[name] = int(value)
@@ -247,6 +251,8 @@ def load_mimic_cxr_jpg(
     labels = _chexpert_labels(labels_path) if labels_path is not None else {}
 
     def prior_of(study_id: str, subject_id: str) -> str | None:
+        if study_id not in when_of:  # no metadata for this study: its date is unknown
+            return None
         earlier = [s for s in subject_studies.get(subject_id, ()) if when_of[s] < when_of[study_id]]
         if not earlier:
             return None
@@ -254,6 +260,7 @@ def load_mimic_cxr_jpg(
         return collapse_whitespace(reference_text(findings, impression)) or None
 
     filtered = 0
+    files = os.path.abspath(root / "files")
 
     def items() -> Iterator[tuple[str, Mapping]]:
         nonlocal filtered
@@ -269,10 +276,8 @@ def load_mimic_cxr_jpg(
                 continue
             row: dict[str, Any] = {
                 "id": f"s{study_id}",
-                "images": [
-                    str(root / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}" / f"{dicom}.jpg")
-                    for dicom, _ in images
-                ],
+                # f-strings, not pathlib: this runs for every image of MIMIC-CXR (pathlib was most of the load time).
+                "images": [f"{files}/p{subject_id[:2]}/p{subject_id}/s{study_id}/{dicom}.jpg" for dicom, _ in images],
                 "views": [view for _, view in images],
             }
             if f"s{study_id}" not in reports:

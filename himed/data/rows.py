@@ -27,6 +27,7 @@ counted skips with a logged summary when the caller asks for ``on_bad="skip"``. 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -147,10 +148,15 @@ def check_image_file(path: str, *, where: str, field: str = "images") -> None:
 
 
 def normalize_view(view: Any) -> str:
+    """Upper-case with whitespace collapsed; None or blank is ``UNKNOWN_VIEW``."""
     if view is None:
         return UNKNOWN_VIEW
-    view = collapse_whitespace(str(view)).upper()
-    return view or UNKNOWN_VIEW
+    return _normalize_view_text(str(view))
+
+
+@functools.lru_cache(maxsize=256)  # a dataset has a handful of distinct views and millions of images
+def _normalize_view_text(view: str) -> str:
+    return collapse_whitespace(view).upper() or UNKNOWN_VIEW
 
 
 # --- row validation ---------------------------------------------------------------------------------------------
@@ -359,12 +365,12 @@ class RowSkips:
                 if isinstance(raw, BadRowError):
                     raise raw
                 row = convert(raw, where) if convert is not None else raw
-                valid = validate_row(row, where=where, **options)
-                self.check_duplicate(valid["id"], where=where)
             except BadRowError as error:
                 self.bad(error)
                 continue
-            rows.append(valid)
+            valid = self.validate(row, where=where, **options)
+            if valid is not None:
+                rows.append(valid)
         self.log_summary()
         return rows
 

@@ -266,7 +266,9 @@ def test_mimic_cxr_jpg_errors_name_files_and_rows(tmp_path):
         load_mimic_cxr_jpg(tmp_path, "train")
     bad_labels = [("10000032", "53189527", "", "2.0", "", "")]
     write_mimic_cxr_jpg(tmp_path, chexpert=bad_labels)
-    with pytest.raises(BadRowError, match=r"chexpert.csv:2: field 'labels': 'Cardiomegaly' must be 1.0, 0.0, -1.0"):
+    with pytest.raises(
+        BadRowError, match=r"chexpert.csv:2 \(study s53189527\): field 'labels': 'Cardiomegaly' must be 1.0, 0.0, -1.0"
+    ):
         load_mimic_cxr_jpg(tmp_path, "train")
     (tmp_path / "files/p10/p10000032/s50414267/d-pa.jpg").unlink()
     rows = load_mimic_cxr_jpg(tmp_path, "train", on_bad="skip")
