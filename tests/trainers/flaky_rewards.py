@@ -1,0 +1,16 @@
+"""Reward functions used by the trainer tests through `module:function` paths."""
+
+import json
+import os
+
+
+def every_other_none(completions, **kwargs):
+    """Fails (None) on every other completion, so the trainer must impute half of this component."""
+    return [None if i % 2 else float(len(c) % 7) / 7 for i, c in enumerate(completions)]
+
+
+def record_ids(completions, id, trainer_state, **kwargs):
+    """Appends (global step, ids) to $HIMED_TEST_ID_LOG and scores 0: the data order a run saw."""
+    with open(os.environ["HIMED_TEST_ID_LOG"], "a") as handle:
+        handle.write(json.dumps({"step": trainer_state.global_step, "ids": list(id)}) + "\n")
+    return [0.0 for _ in completions]
