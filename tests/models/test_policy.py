@@ -45,6 +45,25 @@ def test_processor_expands_each_image_to_its_visual_tokens(policies, arch_dir, n
     assert tuple(inputs["pixel_values"].shape) == (64 * n_images, 3 * 2 * patch * patch)
 
 
+@pytest.mark.parametrize("arch_dir", ARCH_DIRS)
+def test_chat_template_with_images_in_the_messages(policies, arch_dir):
+    # What GRPOTrainer does: the images ride inside the messages and the processor tokenizes a batch of prompts.
+    _, processor = policies[arch_dir]
+    side = 112 if arch_dir == "tiny_model_dir" else 128
+
+    def prompt(n_images: int) -> list[dict]:
+        parts = [{"type": "image", "image": _image(side, 50 * i)} for i in range(n_images)]
+        return [{"role": "user", "content": [*parts, {"type": "text", "text": "Write the report."}]}]
+
+    tokenized = processor.apply_chat_template(
+        conversation=[prompt(1), prompt(2)], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    counts = [ids.count(processor.image_token_id) for ids in tokenized["input_ids"]]
+    assert counts == [16, 32]
+    assert len(tokenized["image_grid_thw"]) == 3
+    assert len(tokenized["mm_token_type_ids"][1]) == len(tokenized["input_ids"][1])
+
+
 def test_large_images_are_downscaled_to_the_token_budget(policies):
     _, processor = policies["tiny_model_dir"]
     text = processor.apply_chat_template(_chat(1), tokenize=False, add_generation_prompt=True)
