@@ -80,6 +80,12 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="METEOR 1.5 jar (needs Java) or nltk (reported as meteor_nltk); auto: the jar when Java is found",
     )
     parser.add_argument(
+        "--radgraph-python",
+        help="Python of a separate environment with radgraph installed; enables radgraph_f1_* (see himed.clinical.radgraph)",
+    )
+    parser.add_argument("--radgraph-model", default="radgraph-xl", help="RadGraph checkpoint (default radgraph-xl)")
+    parser.add_argument("--radgraph-cache-dir", help="where the RadGraph package keeps (or finds) its model folder")
+    parser.add_argument(
         "--allow-empty-predictions",
         action="store_true",
         help="score empty predictions as empty reports instead of rejecting the file",
@@ -115,7 +121,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         "labeler_kwargs": labeler_kwargs,
         "uncertain": args.uncertain,
         "meteor": args.meteor,
+        "radgraph": None,
     }
+    if args.radgraph_python:
+        options["radgraph"] = {
+            "python": args.radgraph_python,
+            "model_type": args.radgraph_model,
+            "model_cache_dir": args.radgraph_cache_dir,
+        }
     rows = None
     if args.data is not None:
         from himed.data.loaders import load_rows

@@ -12,7 +12,9 @@ Scoring a predictions JSONL (DESIGN.md section 4). Each line holds ``prediction`
 
 Metrics (``himed.metrics``): NLG metrics on the R2Gen-cleaned texts (``--clean``; nlg.py); clinical efficacy on the
 labels of the uncleaned section texts (labelers are built for report text as written; CheXbert is uncased, so
-cleaning would only remove punctuation the rule labeler uses for scope); severity (``himed.clinical.severity``);
+cleaning would only remove punctuation the rule labeler uses for scope); RadGraph F1 (simple, partial, complete;
+mean over the pairs RadGraph could annotate) on the uncleaned texts when a RadGraph environment is configured
+(``himed.clinical.radgraph``); severity (``himed.clinical.severity``);
 ``format_rate`` (strict parse succeeds), ``consistency_rate`` (strictly parsed predictions whose finding and
 impression sections have no label clash, ``himed.rewards.consistency``); ``length_mean`` and
 ``length_mean_reference`` (tokens of the cleaned texts as the NLG scorers see them, punctuation tokens included).
@@ -276,8 +278,13 @@ def score_lines(
     labeler_kwargs: Mapping[str, Any] | None = None,
     uncertain: str = "positive",
     meteor: str = "auto",
+    radgraph: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], int]:
-    """All metrics for validated lines: (metrics, config, n scored pairs). See the module docstring."""
+    """All metrics for validated lines: (metrics, config, n scored pairs). See the module docstring.
+
+    ``radgraph``: keyword arguments of ``himed.clinical.radgraph.get_radgraph_bridge`` (``python``, ``model_type``,
+    ``model_cache_dir``, ...); RadGraph F1 is computed only when it is given.
+    """
     from himed.clinical.labelers import get_labeler
     from himed.clinical.severity import severity_metrics
     from himed.data.normalize import clean_report
@@ -293,6 +300,13 @@ def score_lines(
     cleaned_predictions = [clean_report(text, style=clean) for text in predictions]
     cleaned_references = [clean_report(text, style=clean) for text in references]
     nlg_thread, nlg_box = _run_in_thread(nlg_metrics, cleaned_predictions, cleaned_references, meteor=meteor)
+    radgraph_thread = radgraph_box = None
+    if radgraph is not None:
+        from himed.clinical.radgraph import get_radgraph_bridge
+
+        # RadGraph reads report text as written (like the labelers), in its own process, alongside the rest.
+        bridge = get_radgraph_bridge(**dict(radgraph))
+        radgraph_thread, radgraph_box = _run_in_thread(bridge.f1, predictions, references)
 
     metrics: dict[str, float] = {}
     undefined: dict[str, str] = {}
@@ -339,6 +353,21 @@ def score_lines(
         raise nlg_box["error"]
     nlg_values, nlg_info = nlg_box["result"]
     metrics = {**nlg_values, **metrics}
+    radgraph_info: dict[str, Any] = {}
+    if radgraph_thread is not None:
+        radgraph_thread.join()
+        if "error" in radgraph_box:
+            raise radgraph_box["error"]
+        mean, per_pair = radgraph_box["result"]
+        unscored = sum(score is None for score in per_pair)
+        if unscored == len(per_pair):
+            undefined["radgraph_f1"] = "RadGraph could not annotate any pair"
+        else:
+            for level in ("simple", "partial", "complete"):
+                metrics[f"radgraph_f1_{level}"] = float(getattr(mean, level))
+        radgraph_info = {
+            "radgraph": {"model_type": dict(radgraph).get("model_type", "radgraph-xl"), "unscored_pairs": unscored}
+        }
 
     config: dict[str, Any] = {
         "clean": clean,
@@ -347,6 +376,7 @@ def score_lines(
         "labeler": labeler,
         "uncertain": uncertain,
         **nlg_info,
+        **radgraph_info,
         "format_valid": sum(p is not None for p in parsed),
         "consistency_scored": len(with_impression),
     }

@@ -192,3 +192,32 @@ def test_references_from_data_rows_must_match_ids_one_to_one(tmp_path: Path) -> 
         attach_references(lines[:1], rows, "p.jsonl")
     attached = attach_references(lines[:1], rows[:1], "p.jsonl")
     assert attached[0].reference == "Heart normal." and attached[0].line == 1
+
+
+def test_radgraph_f1_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge gets the uncleaned texts and its mean over annotated pairs lands under radgraph_f1_*."""
+    from himed.clinical import radgraph as radgraph_module
+    from himed.clinical.radgraph import RadGraphScore
+
+    seen = {}
+
+    class StandInBridge:
+        def f1(self, hyps, refs):
+            seen["hyps"], seen["refs"] = list(hyps), list(refs)
+            per_pair = [RadGraphScore(0.5, 0.4, 0.3), None, RadGraphScore(0.1, 0.2, 0.1), RadGraphScore(0.2, 0.2, 0.2)]
+            return RadGraphScore(0.8 / 3, 0.8 / 3, 0.6 / 3), per_pair
+
+    def get_bridge(**kwargs):
+        seen["kwargs"] = kwargs
+        return StandInBridge()
+
+    monkeypatch.setattr(radgraph_module, "get_radgraph_bridge", get_bridge)
+    lines = read_predictions_from(GOOD)
+    metrics, config, _ = score_lines(lines, meteor="nltk", radgraph={"python": "/venv/bin/python"})
+    assert seen["kwargs"] == {"python": "/venv/bin/python"}
+    assert seen["hyps"][0] == "The heart is enlarged. Small left pleural effusion. Cardiomegaly. Small effusion."
+    assert metrics["radgraph_f1_simple"] == pytest.approx(0.8 / 3)
+    assert metrics["radgraph_f1_complete"] == pytest.approx(0.2)
+    assert config["radgraph"]["unscored_pairs"] == 1
+    without, _, _ = score_lines(lines, meteor="nltk")
+    assert not any(name.startswith("radgraph") for name in without)
