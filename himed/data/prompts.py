@@ -7,12 +7,13 @@ order::
     [{"role": "system", "content": [{"type": "text", "text": <system_prompt(sections)>}]},
      {"role": "user", "content": [
          {"type": "text", "text": "Image 1 (PA view):"}, {"type": "image"},
-         {"type": "text", "text": "Image 2 (LATERAL view):"}, {"type": "image"},
-         {"type": "text", "text": "Indication: ..."},        # when the row has one and it is asked for
-         {"type": "text", "text": "Prior report: ..."},      # likewise
-         {"type": "text", "text": "Write the report."}]}]
+         {"type": "text", "text": "\\nImage 2 (LATERAL view):"}, {"type": "image"},
+         {"type": "text", "text": "\\nIndication: ..."},        # when the row has one and it is asked for
+         {"type": "text", "text": "\\nPrior report: ..."},      # likewise
+         {"type": "text", "text": "\\nWrite the report."}]}]
 
-Every prompt token costs time for the tiny CPU models, so the texts are short. A view of ``UNKNOWN`` is not named
+Every prompt token costs time for the tiny CPU models, so the texts are short. Chat templates join parts with
+nothing between them, so each text part after the first starts with a line break. A view of ``UNKNOWN`` is not named
 ("Image 1:"). Without a system message (``system=False``, for chat templates without a system role) the format
 request moves into the user's instruction, so the model is always told the tagged format of sections.py.
 """
@@ -74,18 +75,23 @@ def build_prompt(
     views = row.get("views") or [UNKNOWN_VIEW] * len(images)
     if len(views) != len(images):
         raise ValueError(f"row {row.get('id')!r}: {len(views)} views for {len(images)} images")
-    content: list[dict] = []
+    lines = []
     for index, view in enumerate(views, 1):
-        content += [_text(image_label(index, view)), {"type": "image"}]
+        lines += [image_label(index, view), None]  # None: the image slot after its label
     if include_indication and row.get("indication"):
-        content.append(_text(f"Indication: {row['indication']}"))
+        lines.append(f"Indication: {row['indication']}")
     if include_prior and row.get("prior_report"):
-        content.append(_text(f"Prior report: {row['prior_report']}"))
+        lines.append(f"Prior report: {row['prior_report']}")
+    lines.append(INSTRUCTION if system else f"{INSTRUCTION} Use this format: {tagged_format(sections)}")
+    # Chat templates (Qwen-VL's among them) concatenate parts with nothing between them, so each text part after
+    # the first starts with its own line break; otherwise "Cough.Write the report." would run together.
+    content = [
+        {"type": "image"} if line is None else _text(line if i == 0 else f"\n{line}") for i, line in enumerate(lines)
+    ]
+    user = {"role": "user", "content": content}
     if system:
-        content.append(_text(INSTRUCTION))
-        return [{"role": "system", "content": [_text(system_prompt(sections))]}, {"role": "user", "content": content}]
-    content.append(_text(f"{INSTRUCTION} Use this format: {tagged_format(sections)}"))
-    return [{"role": "user", "content": content}]
+        return [{"role": "system", "content": [_text(system_prompt(sections))]}, user]
+    return [user]
 
 
 def rationale_from_labels(labels: Mapping[str, int], *, include_negative: bool = True) -> str:

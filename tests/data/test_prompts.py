@@ -19,7 +19,7 @@ def _row(n_images: int, *, indication=None, prior=None, views=None):
 
 
 def _texts(message):
-    return [part["text"] for part in message["content"] if part["type"] == "text"]
+    return [part["text"].strip() for part in message["content"] if part["type"] == "text"]
 
 
 def _image_slots(messages):
@@ -37,7 +37,8 @@ def test_prompt_scenarios(n_images, context):
     # Each image slot is preceded by a text part naming its index and view.
     for index, view in enumerate(row["views"], 1):
         slot = [i for i, part in enumerate(user) if part["type"] == "image"][index - 1]
-        assert user[slot - 1] == {"type": "text", "text": f"Image {index} ({view} view):"}
+        assert user[slot - 1]["type"] == "text"
+        assert user[slot - 1]["text"].strip() == f"Image {index} ({view} view):"
     texts = _texts(messages[1])
     assert ("Indication: Cough." in texts) is context
     assert ("Prior report: Old effusion." in texts) is context
@@ -45,6 +46,16 @@ def test_prompt_scenarios(n_images, context):
     # Indication and prior come after the images and before the instruction.
     if context:
         assert texts.index("Indication: Cough.") < texts.index("Prior report: Old effusion.") < len(texts) - 1
+
+
+def test_text_parts_carry_their_own_line_breaks():
+    """Chat templates concatenate parts, so joined texts must not run together ("Cough.Write the report.")."""
+    user = build_prompt(_row(2, indication="Cough.", prior="Old."))[1]["content"]
+    joined = "".join(part["text"] if part["type"] == "text" else "<image>" for part in user)
+    assert joined == (
+        "Image 1 (PA view):<image>\nImage 2 (LATERAL view):<image>\nIndication: Cough.\nPrior report: Old.\n"
+        "Write the report."
+    )
 
 
 def test_context_can_be_left_out_and_unknown_view_is_not_named():
