@@ -588,7 +588,7 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
     image = _mix(image, 0.30, _soft_ellipse(yy, xx, 0.58 + shift_y, 0.5 + shift_x, 0.52, 0.47, edge))
     lung_masks = {name: _soft_ellipse(yy, xx, lung.cy, lung.cx, lung.ry, lung.rx, edge) for name, lung in lungs.items()}
     lung_any = np.maximum(lung_masks["right"], lung_masks["left"])
-    image = _mix(image, 0.10, lung_any)
+    image = _mix(image, 0.12, lung_any)
 
     # Lung markings: vessels fanning out from each hilum, fading towards the periphery.
     markings = np.zeros_like(image)
@@ -614,7 +614,7 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         # The lung collapses away from the apex and the lateral wall: outside it, black with no markings, and a
         # bright visceral pleural edge.
         lung = lungs[_sides(f.side)[0]]
-        collapse = {"small": 0.25, "moderate": 0.38, "large": 0.52}[f.severity] if f.certainty == 1 else 0.16
+        collapse = {"small": 0.3, "moderate": 0.4, "large": 0.52}[f.severity] if f.certainty == 1 else 0.2
         ry, rx = lung.ry * (1 - 0.7 * collapse), lung.rx * (1 - collapse)
         cy, cx = lung.bottom - ry, lung.cx - lung.lateral * (lung.rx - rx)
         inner = _soft_ellipse(yy, xx, cy, cx, ry, rx, edge)
@@ -622,8 +622,8 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         gas = outer * (1 - inner)
         strength = 1.0 if f.certainty == 1 else _FAINT
         image = _mix(image, 0.02, gas * strength)
-        rim = _soft_ellipse(yy, xx, cy, cx, ry + 0.012, rx + 0.012, edge) * (1 - inner) * outer
-        image = image + 0.35 * strength * rim
+        rim = _soft_ellipse(yy, xx, cy, cx, ry + 0.016, rx + 0.016, edge) * (1 - inner) * outer
+        image = image + 0.45 * strength * rim
 
     for f in by_obs.get(EDEMA, []):
         amp = {"mild": 0.16, "moderate": 0.22, "severe": 0.28}[f.severity] if f.certainty == 1 else 0.08
@@ -639,6 +639,20 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
                     haze = np.maximum(haze, 0.8 * kerley)
         image = image + amp * haze * lung_any
 
+    # Effusions before the other basal signs, so consolidation and atelectasis stay visible over or above fluid.
+    fluid_top = {side: lung.bottom for side, lung in lungs.items()}
+    for f in by_obs.get(EFFUSION, []):
+        height = {"small": 0.09, "moderate": 0.15, "large": 0.22}[f.severity] if f.certainty == 1 else 0.07
+        strength = 1.0 if f.certainty == 1 else 0.6
+        for side in _sides(f.side):
+            lung = lungs[side]
+            # The meniscus: the fluid line rises towards the lateral chest wall.
+            lateral_pos = np.clip((xx - lung.cx) * lung.lateral / lung.rx, 0, 1)
+            level = lung.bottom - height - 0.08 * lateral_pos
+            fluid = np.clip((yy - level) / (2 * edge) + 0.5, 0, 1) * lung_masks[side]
+            image = _mix(image, 0.50, fluid * strength)
+            fluid_top[side] = lung.bottom - height - 0.08
+
     for f in by_obs.get(CONSOLIDATION, []):
         lung = lungs[_sides(f.side)[0]]
         cy = lung.cy + (-0.13 if f.zone == "upper" else 0.12) + detail.uniform(-0.02, 0.02)
@@ -652,24 +666,15 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         image = image + amp * np.clip(blobs, 0, 1) * lung_masks[_sides(f.side)[0]]
 
     for f in by_obs.get(ATELECTASIS, []):
-        amp = {"minimal": 0.3, "mild": 0.38}[f.severity] if f.certainty == 1 else 0.38 * _FAINT
+        amp = {"minimal": 0.4, "mild": 0.46}[f.severity] if f.certainty == 1 else 0.46 * _FAINT
         for side in _sides(f.side):
             lung = lungs[side]
-            y0 = lung.bottom - 0.11 + detail.uniform(-0.015, 0.015)
+            # Above the base (and above any fluid), towards the lateral side where the heart does not cover it.
+            y0 = min(lung.bottom - 0.11, fluid_top[side] - 0.04) + detail.uniform(-0.015, 0.015)
             tilt = detail.uniform(-0.03, 0.03)
-            band = _segment(yy, xx, (y0 - tilt, lung.cx - 0.085), (y0 + tilt, lung.cx + 0.085), 0.011)
+            medial, lateral = lung.cx - lung.lateral * 0.05, lung.cx + lung.lateral * 0.11
+            band = _segment(yy, xx, (y0 - tilt, medial), (y0 + tilt, lateral), 0.016)
             image = image + amp * band * lung_masks[side]
-
-    for f in by_obs.get(EFFUSION, []):
-        height = {"small": 0.09, "moderate": 0.15, "large": 0.22}[f.severity] if f.certainty == 1 else 0.07
-        strength = 1.0 if f.certainty == 1 else 0.6
-        for side in _sides(f.side):
-            lung = lungs[side]
-            # The meniscus: the fluid line rises towards the lateral chest wall.
-            lateral_pos = np.clip((xx - lung.cx) * lung.lateral / lung.rx, 0, 1)
-            level = lung.bottom - height - 0.08 * lateral_pos
-            fluid = np.clip((yy - level) / (2 * edge) + 0.5, 0, 1) * lung_masks[side]
-            image = _mix(image, 0.50, fluid * strength)
 
     # Mediastinum: spine and trachea, then the heart.
     image = _mix(image, 0.46, _soft_ellipse(yy, xx, 0.40 + shift_y, 0.5 + shift_x, 0.40, 0.055, edge))
@@ -739,6 +744,16 @@ def _draw_lateral(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         amp = {"mild": 0.16, "moderate": 0.22, "severe": 0.28}[f.severity] if f.certainty == 1 else 0.08
         haze = np.exp(-(((yy - lung.cy) / 0.15) ** 2 + ((xx - lung.cx) / 0.13) ** 2) / 2)
         image = image + amp * haze * lung_mask
+    fluid_top = lung.bottom
+    for f in by_obs.get(EFFUSION, []):
+        height = {"small": 0.09, "moderate": 0.15, "large": 0.22}[f.severity] if f.certainty == 1 else 0.07
+        strength = 1.0 if f.certainty == 1 else 0.6
+        # Fluid gathers first in the posterior costophrenic sulcus (image right on this lateral).
+        posterior = np.clip((xx - lung.cx) / lung.rx, 0, 1)
+        level = lung.bottom - height - 0.08 * posterior
+        fluid = np.clip((yy - level) / (2 * edge) + 0.5, 0, 1) * lung_mask
+        image = _mix(image, 0.5, fluid * strength)
+        fluid_top = min(fluid_top, lung.bottom - height - 0.08)
     for f in by_obs.get(CONSOLIDATION, []):
         cy = lung.cy + (-0.12 if f.zone == "upper" else 0.12)
         cx = lung.cx + detail.uniform(-0.08, 0.08)
@@ -750,17 +765,9 @@ def _draw_lateral(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
         amp = 0.38 if f.certainty == 1 else 0.38 * _FAINT
         image = image + amp * np.clip(blobs, 0, 1) * lung_mask
     for f in by_obs.get(ATELECTASIS, []):
-        amp = 0.34 if f.certainty == 1 else 0.34 * _FAINT
-        y0 = lung.bottom - 0.1 + detail.uniform(-0.015, 0.015)
-        image = image + amp * _segment(yy, xx, (y0, lung.cx - 0.15), (y0 + 0.02, lung.cx + 0.12), 0.011) * lung_mask
-    for f in by_obs.get(EFFUSION, []):
-        height = {"small": 0.09, "moderate": 0.15, "large": 0.22}[f.severity] if f.certainty == 1 else 0.07
-        strength = 1.0 if f.certainty == 1 else 0.6
-        # Fluid gathers first in the posterior costophrenic sulcus (image right on this lateral).
-        posterior = np.clip((xx - lung.cx) / lung.rx, 0, 1)
-        level = lung.bottom - height - 0.08 * posterior
-        fluid = np.clip((yy - level) / (2 * edge) + 0.5, 0, 1) * lung_mask
-        image = _mix(image, 0.5, fluid * strength)
+        amp = 0.42 if f.certainty == 1 else 0.42 * _FAINT
+        y0 = min(lung.bottom - 0.1, fluid_top - 0.04) + detail.uniform(-0.015, 0.015)
+        image = image + amp * _segment(yy, xx, (y0, lung.cx - 0.15), (y0 + 0.02, lung.cx + 0.12), 0.016) * lung_mask
 
     heart_rx = anatomy.uniform(0.12, 0.135)
     for f in by_obs.get(CARDIOMEGALY, []):
