@@ -36,8 +36,10 @@ from himed.data.rows import (
     BAD_LABELS,
     MISSING_FIELD,
     MISSING_REPORT,
+    UNREADABLE_ROW,
     WRONG_TYPE,
     BadRowError,
+    OnBad,
     RowSkips,
     collapse_whitespace,
     normalize_view,
@@ -83,7 +85,7 @@ def _r2gen_row(entry: Any, where: str) -> Mapping:
     return row
 
 
-def load_r2gen(root: str | Path, split: str, *, on_bad: str = "error", check_images: bool = True) -> list[dict]:
+def load_r2gen(root: str | Path, split: str, *, on_bad: OnBad = "error", check_images: bool = True) -> list[dict]:
     """Rows of one split of an R2Gen dataset folder (``annotation.json`` and ``images/``)."""
     root = Path(root)
     annotation = root / "annotation.json"
@@ -200,7 +202,7 @@ def load_mimic_cxr_jpg(
     *,
     reports_csv: str | Path | None = None,
     labels_csv: str | Path | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     check_images: bool = True,
     views: Sequence[str] | None = DEFAULT_MIMIC_VIEWS,
     max_images: int | None = None,
@@ -311,7 +313,7 @@ def load_mimic_cxr_jpg(
 def load_jsonl(
     path: str | Path,
     *,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     check_images: bool = True,
     image_root: str | Path | None = None,
 ) -> list[dict]:
@@ -353,7 +355,7 @@ def load_hf_disk(
     path: str | Path,
     split: str | None = None,
     *,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     check_images: bool = True,
     image_root: str | Path | None = None,
 ) -> list[dict]:
@@ -379,14 +381,15 @@ def load_hf_disk(
         if split is not None:
             logger.info("%s: a single Dataset without splits; all of it is used for split %r", path, split)
     root = Path(image_root) if image_root is not None else path
+    part = split if isinstance(loaded, datasets.DatasetDict) else "dataset"  # how error messages name the rows
 
     def items() -> Iterator[tuple[str, Any]]:
         for i in range(len(dataset)):
-            where = f"{path}: {split or 'dataset'}[{i}]"
+            where = f"{path}: {part}[{i}]"
             try:
                 yield where, dataset[i]
             except Exception as error:  # decoding a stored image can raise anything PIL raises
-                yield where, BadRowError(where, "<row>", "unreadable_row", f"could not be decoded: {error}")
+                yield where, BadRowError(where, "<row>", UNREADABLE_ROW, f"could not be decoded: {error}")
 
     skips = RowSkips(on_bad, source=str(path))
     rows = skips.collect(items(), convert=_single_image, check_images=check_images, image_root=root)
@@ -401,7 +404,7 @@ def _jsonl_split(
     path: str | Path,
     split: str | None,
     *,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     check_images: bool = True,
     image_root: str | Path | None = None,
 ) -> list[dict]:

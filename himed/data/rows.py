@@ -14,8 +14,9 @@ Choices this module makes (and every loader inherits):
 - ``findings`` must be non-empty: the completion's ``finding`` section must be non-empty (sections.py), so an
   impression-only study cannot be a training or evaluation target. An empty findings AND impression is the
   "empty reference" data error of DESIGN.md section 3; an impression-only study is rejected with its own reason.
-- When a row has no ``findings``/``impression`` (absent or null) but a ``report``, the report is split by its section headers
-  (``split_report``); a report without headers is all findings (R2Gen's annotation reports are findings only).
+- When a row has no ``findings``/``impression`` (absent or null) but a ``report``, the report is split by its
+  section headers (``split_report``, which also yields an ``INDICATION:`` section); a report without headers is
+  all findings (R2Gen's annotation reports are findings only).
 - ``labels`` absent or None means "not known" and becomes ``{}``; a given mapping is validated by
   ``normalize_labels`` and gets No Finding by the DESIGN.md rule (``with_no_finding``), so row labels and labeler
   output follow one convention.
@@ -56,6 +57,7 @@ CORRUPT_IMAGE = "corrupt_image"
 BAD_LABELS = "bad_labels"
 DUPLICATE_ID = "duplicate_id"
 MISSING_REPORT = "missing_report"
+UNREADABLE_ROW = "unreadable_row"
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -310,7 +312,7 @@ class RowSkips:
     few messages. Duplicate ids within one load are bad rows too (``check_duplicate``).
     """
 
-    def __init__(self, on_bad: str = "error", *, source: str, max_examples: int = 3) -> None:
+    def __init__(self, on_bad: OnBad = "error", *, source: str, max_examples: int = 3) -> None:
         if on_bad not in ON_BAD_CHOICES:
             raise ValueError(f"on_bad must be one of {', '.join(ON_BAD_CHOICES)}, got {on_bad!r}")
         self.on_bad = on_bad
