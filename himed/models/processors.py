@@ -12,6 +12,8 @@ here loads with the real processor on a machine that has torchvision.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
@@ -60,6 +62,20 @@ class _ImageOnlyMixin:
         # a machine with torchvision then loads the full processor from the same directory.
         output["processor_class"] = self.upstream_name
         return output
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        # ProcessorMixin also stamps its own class name into tokenizer_config.json; write the upstream name there too.
+        tokenizer_config = Path(save_directory) / "tokenizer_config.json"
+        if tokenizer_config.is_file():
+            config = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+            if config.get("processor_class") == type(self).__name__:
+                config["processor_class"] = self.upstream_name
+                tokenizer_config.write_text(
+                    json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+                )
+        self.tokenizer._set_processor_class(self.upstream_name)
+        return saved
 
 
 class Qwen2_5_VLImageOnlyProcessor(_ImageOnlyMixin, Qwen2_5_VLProcessor):

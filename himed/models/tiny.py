@@ -37,6 +37,8 @@ SPECIAL_TOKENS = (
 # with skip_special_tokens=True (what TRL does before calling rewards) must keep them for the format reward.
 TAG_TOKENS = ("<think>", "</think>", "<finding>", "</finding>", "<impression>", "</impression>")
 
+# Longest sequence the tiny models are built for (prompt with a few images + report); also the tokenizer's limit.
+MAX_POSITIONS = 4096
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Prompt texts appear in every training example, so they are weighted like this many reports in the BPE corpus.
 PROMPT_REPEATS = 50
@@ -245,6 +247,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         extra_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=MAX_POSITIONS,
     )
     tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in TAG_TOKENS])
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -260,7 +263,7 @@ def _model_config(arch: str, size: TinySize, tokenizer, vocab_size: int):
         "num_hidden_layers": size.num_hidden_layers,
         "num_attention_heads": size.num_attention_heads,
         "num_key_value_heads": size.num_key_value_heads,
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": MAX_POSITIONS,
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],

@@ -124,4 +124,38 @@ def test_fallback_saves_in_the_upstream_format(tiny_model_dir, tmp_path):
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
     assert saved["processor_class"] == "Qwen2_5_VLProcessor"
+    tokenizer_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert tokenizer_config["processor_class"] == "Qwen2_5_VLProcessor"
     assert type(load_processor(tmp_path)) is type(processor)
+
+
+def test_fallback_reads_the_hub_layout(tiny_model_dir, tmp_path):
+    # Hub checkpoints (Qwen/Qwen2.5-VL-3B-Instruct) keep the image processor in preprocessor_config.json with
+    # min_pixels / max_pixels, and have a video_preprocessor_config.json that cannot be used without torchvision.
+    import shutil
+
+    hub_like = tmp_path / "hub_like"
+    shutil.copytree(tiny_model_dir, hub_like)
+    (hub_like / "processor_config.json").unlink()
+    image_config = {
+        "min_pixels": 3136,
+        "max_pixels": 56 * 56,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor",
+    }
+    (hub_like / "preprocessor_config.json").write_text(json.dumps(image_config))
+    video_config = dict(image_config, video_processor_type="Qwen2VLVideoProcessor")
+    del video_config["image_processor_type"]
+    (hub_like / "video_preprocessor_config.json").write_text(json.dumps(video_config))
+    processor = load_processor(hub_like)
+    assert processor.image_processor.size.longest_edge == 56 * 56
+    from PIL import Image
+
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}]}], tokenize=False, add_generation_prompt=True
+    )
+    inputs = processor(text=text, images=[Image.new("RGB", (112, 112))], return_tensors="pt")
+    assert (inputs["input_ids"] == processor.image_token_id).sum().item() == 4  # 56 x 56 px: 2 x 2 merged patches
