@@ -2,8 +2,10 @@ import json
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from himed.clinical.observations import FIVE_OBSERVATIONS
+from himed.clinical.observations import CHEXBERT_OBSERVATIONS, FIVE_OBSERVATIONS
 from himed.rewards.clinical import ClinicalReward, label_agreement
 from himed.rewards.registry import build_reward, resolve_reward
 
@@ -134,3 +136,16 @@ def test_pickles_without_its_labeler():
     clone = pickle.loads(pickle.dumps(reward))
     assert clone._labeler is None
     assert clone([wrap("Enlarged heart.", "Effusion.")], reference=[REF]) == [1.0]
+
+
+label_dicts = st.dictionaries(st.sampled_from(CHEXBERT_OBSERVATIONS), st.sampled_from([1, 0, -1]), max_size=8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=label_dicts, b=label_dicts, uncertain=st.sampled_from(["positive", "negative", "ignore"]))
+def test_label_agreement_is_symmetric_and_bounded(a, b, uncertain):
+    forward = label_agreement(a, b, CHEXBERT_OBSERVATIONS, uncertain)
+    assert forward == label_agreement(b, a, CHEXBERT_OBSERVATIONS, uncertain)
+    assert 0.0 <= forward["f1"] <= 1.0
+    assert forward["accuracy"] is None or 0.0 <= forward["accuracy"] <= 1.0
+    assert label_agreement(a, a, CHEXBERT_OBSERVATIONS, uncertain)["f1"] == 1.0

@@ -215,3 +215,18 @@ def test_score_completions_keeps_parts_from_reward_classes():
     (row,) = component.score_completions([GOOD], reference=["The heart is enlarged. Cardiomegaly."])
     assert row["value"] == pytest.approx(1.0)
     assert {"p1", "p4", "bp"} <= set(row)
+
+
+@settings(max_examples=60, deadline=None)
+@given(group_size=st.integers(2, 6), data=st.data())
+def test_group_mean_imputation_keeps_the_group_mean_of_scored_values(group_size, data):
+    """Why group_mean is neutral: the group's mean (GRPO's baseline) is the mean of the values that were scored."""
+    column = data.draw(
+        st.lists(st.one_of(st.floats(-5, 5), st.just(float("nan"))), min_size=group_size, max_size=group_size)
+    )
+    filled = impute(np.array(column)[:, None], group_size)[:, 0]
+    scored = [v for v in column if not math.isnan(v)]
+    assert filled.mean() == pytest.approx(sum(scored) / len(scored) if scored else 0.0, abs=1e-9)
+    for before, after in zip(column, filled, strict=True):
+        if not math.isnan(before):
+            assert after == before
