@@ -81,10 +81,22 @@ class ReportSections(NamedTuple):
 
 # Headers of free-text radiology reports (MIMIC-CXR, IU-Xray XML exports). Only these names split a report, so an
 # ordinary sentence containing a colon never does.
-_FINDINGS_HEADERS = ("FINDINGS",)
-_IMPRESSION_HEADERS = ("IMPRESSION", "CONCLUSION")
+# A combined "FINDINGS AND IMPRESSION:" section is findings (the longer name wins over "IMPRESSION" inside it).
+_FINDINGS_HEADERS = ("FINDINGS", "FINDING", "FINDINGS AND IMPRESSION")
+_IMPRESSION_HEADERS = ("IMPRESSION", "IMPRESSIONS", "CONCLUSION")
 _INDICATION_HEADERS = ("INDICATION", "INDICATIONS", "CLINICAL HISTORY", "HISTORY", "REASON FOR EXAMINATION")
-_OTHER_HEADERS = ("COMPARISON", "COMPARISONS", "TECHNIQUE", "EXAMINATION", "EXAM", "FINAL REPORT", "NOTIFICATION")
+_OTHER_HEADERS = (
+    "COMPARISON",
+    "COMPARISONS",
+    "TECHNIQUE",
+    "EXAMINATION",
+    "EXAM",
+    "FINAL REPORT",
+    "NOTIFICATION",
+    "RECOMMENDATION",
+    "RECOMMENDATIONS",
+    "RECOMMENDATION(S)",
+)
 _ALL_HEADERS = sorted(
     _FINDINGS_HEADERS + _IMPRESSION_HEADERS + _INDICATION_HEADERS + _OTHER_HEADERS, key=len, reverse=True
 )

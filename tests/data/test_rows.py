@@ -99,6 +99,13 @@ def test_report_is_split_when_sections_are_absent(tmp_path):
         # A colon in an ordinary sentence is not a header.
         ("Findings of note: none. Lungs clear.", "Findings of note: none. Lungs clear.", "", None),
         ("IMPRESSION: Cardiomegaly.", "", "Cardiomegaly.", None),
+        ("FINDINGS AND IMPRESSION: No acute process.", "No acute process.", "", None),
+        (
+            "COMPARISON: ___.\nFINDINGS: Clear.\nIMPRESSIONS: Normal.\nRECOMMENDATION(S): None.",
+            "Clear.",
+            "Normal.",
+            None,
+        ),
     ],
 )
 def test_split_report(report, findings, impression, indication):
