@@ -473,3 +473,21 @@ def test_validated_rows_survive_a_datasets_round_trip(tmp_path):
     rows[1]["indication"] = "Dyspnea."
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
     assert load_hf_disk(tmp_path / "ds") == rows
+
+
+def test_mimic_cxr_jpg_metadata_gaps(tmp_path):
+    write_mimic_cxr_jpg(tmp_path)
+    # Drop the metadata of one study: its images have no view (UNKNOWN) and no date (no prior report).
+    metadata = tmp_path / "mimic-cxr-2.0.0-metadata.csv"
+    kept = [line for line in metadata.read_text().splitlines() if "53189527" not in line]
+    metadata.write_text("\n".join(kept) + "\n")
+    rows = {
+        row["id"]: row for row in load_mimic_cxr_jpg(tmp_path, "train", on_bad="skip", views=None, prior_report=True)
+    }
+    assert rows["s53189527"]["views"] == ["UNKNOWN"] and rows["s53189527"]["prior_report"] is None
+    # Without StudyDate there is no order of studies to take a prior from.
+    write_csv(
+        metadata, ["dicom_id", "subject_id", "study_id", "ViewPosition"], [("d-pa", "10000032", "50414267", "PA")]
+    )
+    with pytest.raises(ValueError, match="prior_report needs the StudyDate column"):
+        load_mimic_cxr_jpg(tmp_path, "train", prior_report=True)
