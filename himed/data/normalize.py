@@ -22,6 +22,10 @@ Where we depart, only in whitespace and one METEOR hazard:
 - Runs of three or more ``|`` become a space: ``|||`` is METEOR 1.5's field separator and hangs its process
   (see notes/ENVIRONMENT.md); R2Gen's class does not delete ``|``.
 
+Study rows (rows.py) already have whitespace runs collapsed. On such text the IU-Xray rule sees a line break after
+a period as ``". "`` (a sentence end), where R2Gen on the raw text would not split there; R2Gen's IU-Xray
+annotation reports are single lines, so scores on them are unaffected.
+
 R2Gen's evaluation also truncates references to ``max_seq_length`` tokens and maps rare words to ``<unk>``; we do
 neither (DESIGN.md section 4: no reference truncation).
 """
