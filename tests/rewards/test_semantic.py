@@ -168,3 +168,28 @@ def test_trl_itself_sees_the_concurrent_reward_as_async():
 
     assert trl_is_async_callable(build_reward("semantic", {"concurrent": True})[0])
     assert not trl_is_async_callable(build_reward("semantic", {})[0])
+
+
+def test_himed_score_with_an_llm_judge_writes_null_where_not_scored(server, openai_config, tmp_path):
+    from himed.cli import main
+
+    server.rules["BROKEN"] = "500"
+    judge = ", ".join(f"{key}: {json.dumps(value)}" for key, value in openai_config.items())
+    config = tmp_path / "rewards.yaml"
+    config.write_text(f"rewards:\n  - name: semantic\n    kwargs: {{judge: {{{judge}}}}}\n")
+    rows = [
+        {"id": "ok", "completion": "<finding>Heart enlarged.</finding><impression>Cardiomegaly.</impression>"},
+        {"id": "bad", "completion": "BROKEN report"},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({**row, "reference": "Cardiomegaly."}) + "\n" for row in rows))
+    output = tmp_path / "out.jsonl"
+    assert main(["score", "--config", str(config), "--input", str(source), "--output", str(output)]) == 0
+    ok, bad = (json.loads(line) for line in output.read_text().splitlines())
+    expected = judge_server_module.expected_scores("Heart enlarged. Cardiomegaly.", "Cardiomegaly.")
+    assert ok["semantic"] == pytest.approx(sum(expected.values()))
+    assert ok["semantic/accuracy"] == expected["accuracy"] and ok["semantic/completeness"] == expected["completeness"]
+    assert bad["semantic"] is None
+    assert (
+        bad["semantic/accuracy"] is None and bad["semantic/relevance"] is None and bad["semantic/completeness"] is None
+    )
