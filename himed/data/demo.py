@@ -1,6 +1,6 @@
 """Procedural demo data: chest-X-ray-like drawings with CheXpert-style labels and templated reports.
 
-The embedded default data of the quickstart and the tests: small enough to generate in seconds on a laptop CPU,
+The embedded default data of the quickstart and the tests: 1,500 studies generate in ~16 s of CPU time (~10 MB),
 drawn clearly enough that a tiny vision-language model (16 visual tokens per 112x112 image) can visibly learn it.
 
 What a study is
@@ -30,10 +30,14 @@ Image conventions
 Labels are image truth; report text may omit
     A row's ``labels`` follow DESIGN.md section 2: ``1``/``-1`` for every drawn finding, ``0`` for an absent finding
     the report mentions negatively ("No pleural effusion."), absent keys for unmentioned absent findings, and
-    No Finding by :func:`himed.clinical.observations.with_no_finding`. With ``omit_rate`` > 0, that fraction of the
-    drawn findings (devices included) is left out of the report text while ``labels`` keep them: noisy references,
-    on which SFT plateaus and a reward that reads the labels can still teach the finding (notes/ENVIRONMENT.md).
-    With the default ``omit_rate`` 0 the labels agree with the text exactly. ``meta.json`` records this.
+    No Finding by :func:`himed.clinical.observations.with_no_finding`. Pneumonia (an interpretation of a
+    consolidation) and Fracture ("No displaced rib fracture.") appear only when the text mentions them; "The lungs
+    are clear." carries no label. With the default ``omit_rate`` 0 the labels agree with the text exactly, and the
+    rule labeler (``himed.clinical.rules``) reads them back from the report (tested).
+
+    With ``omit_rate`` > 0, each drawn observation (devices included) is left out of the report text with that
+    probability while ``labels`` keep it: noisy references, on which SFT plateaus and a reward that reads the labels
+    can still teach the finding (notes/ENVIRONMENT.md). ``meta.json`` records this.
 
 Output of :func:`generate_demo` (R2Gen layout, DESIGN.md section 2)::
 
@@ -61,6 +65,8 @@ import numpy as np
 
 from himed.clinical.observations import CHEXBERT_OBSERVATIONS, SUPPORT_DEVICES, with_no_finding
 
+# meta.json names the generator; --overwrite only ever deletes a directory whose meta.json says it wrote it.
+GENERATOR = "himed.data.demo"
 # Bump when a change alters generated files for the same arguments (meta.json records it).
 GENERATOR_VERSION = "1"
 
@@ -908,6 +914,13 @@ def report_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     return reports + list(INDICATIONS)
 
 
+def _is_demo_meta(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("generator") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out-dir {out_dir} exists and is not a directory")
@@ -915,7 +928,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         meta = out_dir / "meta.json"
         if not overwrite:
             raise ValueError(f"--out-dir {out_dir} is not empty; pass --overwrite to replace an earlier demo set")
-        if not meta.is_file():
+        if not _is_demo_meta(meta):
             # Never delete a directory we did not write.
             raise ValueError(f"--out-dir {out_dir} is not empty and holds no demo meta.json; refusing to overwrite it")
         shutil.rmtree(out_dir / "images", ignore_errors=True)
@@ -956,6 +969,8 @@ def generate_demo(
         raise ValueError(f"n must be an integer of at least 3 (one study per split), got {n!r}")
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
     _check_rates(omit_rate, lateral_rate)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
@@ -996,7 +1011,7 @@ def generate_demo(
         annotation[splits[index]].append(row)
 
     summary = {
-        "generator": "himed.data.demo",
+        "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "n": n,
         "seed": seed,

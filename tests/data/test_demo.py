@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from himed.cli import main
-from himed.clinical.observations import NO_FINDING, SUPPORT_DEVICES
+from himed.clinical.observations import NO_FINDING, SUPPORT_DEVICES, normalize_labels
 from himed.data.demo import (
     DRAWN_OBSERVATIONS,
     ImageFinding,
@@ -144,6 +146,22 @@ def test_rule_labeler_reads_the_labels_back_from_clean_reports():
     for index in range(300):
         study = sample_study(index, seed=5)
         assert labeler.label_one(study.report) == study.labels, study.report
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    index=st.integers(0, 10**6),
+    omit_rate=st.sampled_from([0.0, 0.3, 0.9]),
+)
+def test_any_study_is_a_valid_row(seed, index, omit_rate):
+    study = sample_study(index, seed, omit_rate)
+    assert normalize_labels(study.labels) == study.labels
+    assert study.findings.strip() and study.impression.strip()
+    assert study.report == f"{study.findings} {study.impression}"
+    assert set(study.omitted) <= {f.observation for f in study.image_findings}
+    _check_text_agrees(study.labels, study.report, study.omitted)
+    assert sample_study(index, seed, omit_rate) == study
 
 
 def test_no_finding_rule():
@@ -320,6 +338,7 @@ def test_cli_writes_the_demo_set(tmp_path, capsys):
         (["--n", "2"], "at least 3"),
         (["--image-size", "20"], "image_size"),
         (["--lateral-rate", "1.5"], "lateral_rate"),
+        (["--seed", "-1"], "seed"),
     ],
 )
 def test_cli_rejects_bad_values_with_one_line(tmp_path, capsys, argv, message):
@@ -341,6 +360,9 @@ def test_cli_refuses_foreign_or_unwritable_directories(tmp_path, capsys):
     (foreign / "keep.txt").write_text("not ours")
     assert main(["data", "demo", "--out-dir", str(foreign), "--n", "5", "--overwrite"]) == 2
     assert "meta.json" in capsys.readouterr().err and (foreign / "keep.txt").exists()
+    (foreign / "meta.json").write_text('{"generator": "something else"}')
+    assert main(["data", "demo", "--out-dir", str(foreign), "--n", "5", "--overwrite"]) == 2
+    assert (foreign / "keep.txt").exists()
     a_file = tmp_path / "file"
     a_file.write_text("")
     assert main(["data", "demo", "--out-dir", str(a_file), "--n", "5"]) == 2
