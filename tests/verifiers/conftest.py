@@ -144,6 +144,8 @@ class ScriptedJudgeServer:
                 keep = await self._respond(method, path, headers, body, writer)
                 if not keep:
                     return
+        except asyncio.CancelledError:
+            return  # shutting down with a slow answer still pending: the client sees the connection close
         finally:
             writer.close()
 
