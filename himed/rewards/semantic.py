@@ -2,7 +2,8 @@
 
 ``J = accuracy + relevance + completeness`` (``aggregate: sum``, 0..3, the paper) or their mean (``mean``, 0..1),
 the three STARD 2015 axes of ``himed.verifiers.prompt``. The judge comes from the ``judge`` kwarg (DESIGN.md
-sections 3 and 5): ``{backend: labeler}`` (offline, the default) or ``{backend: openai, base_url, model, ...}``.
+sections 3 and 5): ``{backend: labeler}`` (offline, the default; ``judge: labeler`` for short) or
+``{backend: openai, base_url, model, ...}`` (every key: ``himed.verifiers.openai_judge.OpenAIJudge``).
 
 - Candidate: the lenient extraction of the completion (DESIGN.md section 2). An empty candidate is scored 0 on every
   axis without asking the judge: an empty report is a real (bad) answer, as for the token and concept rewards.
@@ -67,7 +68,7 @@ class SemanticReward(Reward):
 
     def __init__(
         self,
-        judge: dict[str, Any] | Judge | None = None,
+        judge: dict[str, Any] | str | Judge | None = None,
         aggregate: str = "sum",
         concurrent: bool = False,
         sections: Sequence[str] = DEFAULT_SECTIONS,

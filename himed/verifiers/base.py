@@ -149,13 +149,18 @@ def judge_backends() -> list[str]:
     return sorted(set(_JUDGES) | set(_BUILTIN_BACKENDS))
 
 
-def build_judge(config: dict[str, Any] | Judge | None) -> Judge:
+def build_judge(config: dict[str, Any] | str | Judge | None) -> Judge:
     """A judge from a reward's ``judge`` kwarg: ``{backend: openai|labeler, ...backend kwargs}``.
 
-    A ready ``Judge`` is returned as is; None means the offline default ``{backend: labeler}``.
+    A backend name alone (``judge: labeler``, as DESIGN.md's table writes it) means that backend's defaults; a
+    ready ``Judge`` is returned as is; None means the offline default ``{backend: labeler}``.
     """
     if isinstance(config, Judge):
         return config
+    if isinstance(config, str):
+        config = {"backend": config}
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"judge must be a mapping like {{backend: labeler}} or a backend name, got {config!r}")
     config = dict(config or {"backend": "labeler"})
     backend = config.pop("backend", None)
     if backend is None:

@@ -5,7 +5,8 @@ same way. One request per (candidate, reference) pair with the versioned STARD p
 
 What keeps a slow or flaky judge from stalling or corrupting training:
 
-- bounded concurrency (a semaphore of ``concurrency`` requests in flight) and an optional ``rpm`` ceiling;
+- bounded concurrency (a semaphore of ``concurrency`` requests in flight per event loop) and an optional ``rpm``
+  ceiling; both are per process, so with N trainer processes the server sees up to N x ``concurrency`` requests;
 - a per-request ``timeout`` and a per-batch ``batch_deadline``: whatever is unfinished at the deadline is None;
 - retries with backoff on 408/409/429/5xx, timeouts, connection errors and unusable answers (unparsable or out of
   range), honouring Retry-After; the client's own retries are off so that every attempt is counted here;

@@ -145,12 +145,15 @@ def test_acall_from_async_code():
     assert asyncio.run(reward.acall([REPORT], reference=["Cardiomegaly."])) == [3.0]
 
 
-def test_pickles_and_keeps_its_name_and_judge(openai_config):
-    for kwargs in ({}, {"judge": openai_config, "concurrent": True, "aggregate": "mean"}):
+def test_pickles_and_keeps_its_name_and_judge(server, openai_config):
+    for kwargs in ({"judge": "labeler"}, {"judge": openai_config, "concurrent": True, "aggregate": "mean"}):
         reward, _ = build_reward("semantic", kwargs, alias="sem")
+        # Used first, so that its event loop thread, HTTP client and locks exist: they must not travel.
+        assert reward.score_completions(["The heart is enlarged."], reference=["Cardiomegaly."])[0]["value"] is not None
         clone = pickle.loads(pickle.dumps(reward))
         assert type(clone) is type(reward) and clone.__name__ == "sem" and clone.aggregate == reward.aggregate
         assert clone.prompt_hash == reward.prompt_hash
+        assert clone.score_completions(["The heart is enlarged."], reference=["Cardiomegaly."])[0]["value"] is not None
 
 
 def test_bad_kwargs():
@@ -160,6 +163,8 @@ def test_bad_kwargs():
         build_reward("semantic", {"judge": {"backend": "nope"}})
     with pytest.raises(ValueError, match="bad kwargs"):
         build_reward("semantic", {"judge_backend": "labeler"})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        build_reward("semantic", {"judge": ["labeler"]})
 
 
 @pytest.mark.slow
