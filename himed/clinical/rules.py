@@ -24,7 +24,8 @@ uncertainty):
    "no interval change") means positive; an *uncertainty* cue ("possible", "may", "cannot exclude", "suspicious
    for", "versus", "?") means -1; a *negation* cue ("no", "not", "without", "no evidence of", "free of",
    "negative for", "resolved", "removal of") means 0, unless a verb ("is", "are", "has", ...) stands between the cue
-   and the mention's end: then the negation belongs to an earlier clause ("no pneumothorax, heart is enlarged").
+   and the mention's end: then the negation belongs to an earlier clause ("no pneumothorax, heart is enlarged"); so
+   does a circumstance word ("following", "after", "with": "no pneumothorax with the chest tube in place").
 3. When no pre-cue decides, patterns just after the mention: "is not seen", "has resolved", "was removed",
    "are absent" give 0; "cannot be excluded", "is possible", "versus", "?" give -1.
 
@@ -307,7 +308,7 @@ _POST_NEGATION_RE = re.compile(
     r"(?:[\s,]+[\w-]+){0,4}?\s+(?:(?:is|are|was|were|has|have|had)\s+(?:been\s+)?(?:not|no longer)\b|"
     r"(?:has|have)\s+(?:\w+\s+)?(?:resolved|cleared|been removed|been excluded)\b|"
     r"(?:was|were|is|are)\s+(?:\w+\s+)?(?:removed|absent|excluded|resolved)\b|"
-    r"(?:resolved|removed)\b)"
+    r"(?:resolved|removed|removal)\b)"
 )
 _POST_UNCERTAIN_RE = re.compile(
     r"(?:[\s,]+[\w-]+){0,4}?(?:\s*\?|\s+(?:(?:cannot|can not|could not|can't)\s+be\s+(?:entirely\s+|completely\s+)?"
@@ -324,8 +325,12 @@ _CLAUSE_BREAKERS = (
     r"but|however|although|though|whereas|which|except|aside from|apart from|other than|with the exception of",
     r"and (?:there|the|this|it|these)|otherwise|in addition|additionally|also",
 )
-# A verb between a negation cue and the mention means the cue negated something in an earlier clause.
-_VERBS = (r"is|are|was|were|has|have|had|appears?|seems?|remains?|demonstrates?|shows?",)
+# A verb between a negation cue and the mention means the cue negated something in an earlier clause; so does a
+# word that starts a new circumstance ("no pneumothorax following placement of a chest tube").
+_VERBS = (
+    r"is|are|was|were|has|have|had|appears?|seems?|remains?|demonstrates?|shows?",
+    r"following|after|status post|s/p|since|given|with",
+)
 # Breakers, cues and verbs in one pattern, so a sentence is scanned once. Alternatives are tried in this order at
 # each position: pseudo cues before negations ("no change"), uncertainty before negation ("not excluded").
 _CONTEXT_RE = re.compile(

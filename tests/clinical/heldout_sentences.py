@@ -1,11 +1,15 @@
-"""Held-out report sentences with the labels a CheXpert-style labeler should give, written for testing only.
+"""Report sentences with the labels a CheXpert-style labeler should give, written for testing only.
 
 Each case is ``(text, {observation: 1|0|-1})`` listing the mentioned observations (No Finding excluded; it is
 derived by ``with_no_finding`` and tested separately). The expectations follow the CheXpert conventions: a
 mention is positive unless negated or uncertain; "no change in X" keeps X positive; normal heart size is a
 negative Cardiomegaly mention; "lungs are clear" mentions nothing; pulmonary vascular congestion is Edema; devices
-are Support Devices. These sentences were written independently of the phrase lists in himed/clinical/rules.py
-and are not used to build it; the accuracy measured on them is reported in the labeler's tests.
+are Support Devices.
+
+- ``DEVELOPMENT``: written alongside the rules; failures here were fixed in the rules, so its accuracy is not an
+  unbiased estimate.
+- ``BLIND``: written after the first version and scored before any rule was changed for it (first look: 55 of 60
+  sentences exactly right, 93.9% of sentence-observation pairs); some of its failures were fixed afterwards.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ ED, CO, PN, AT = "Edema", "Consolidation", "Pneumonia", "Atelectasis"
 PX, PE, PO, FR, SD = "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices"
 P, N, U = 1, 0, -1
 
-HELDOUT: list[tuple[str, dict[str, int]]] = [
+DEVELOPMENT: list[tuple[str, dict[str, int]]] = [
     # Plain positives, laterality, severity, plurals.
     ("Small left pleural effusion.", {PE: P}),
     ("Moderate bilateral pleural effusions, right greater than left.", {PE: P}),
@@ -147,12 +151,59 @@ HELDOUT: list[tuple[str, dict[str, int]]] = [
     ("Pacemaker in place. Otherwise no acute abnormality.", {SD: P}),
     ("Endotracheal and nasogastric tubes are in good position. No pneumothorax.", {SD: P, PX: N}),
     ("Pericardial effusion is suspected.", {}),
+    # Circumstance words end a negation's scope; devices removed are negative.
+    ("No acute cardiopulmonary process.", {}),
+    ("Lines and tubes are unchanged in position.", {SD: P}),
+    ("Left-sided Port-A-Cath terminates in the SVC.", {SD: P}),
+    ("The lungs are well expanded and clear.", {}),
+    (
+        "There is no focal consolidation, pleural effusion, pneumothorax, or pulmonary edema.",
+        {CO: N, PE: N, PX: N, ED: N},
+    ),
+    ("Interval removal of the endotracheal tube.", {SD: N}),
+    ("Right lower lobe opacity concerning for pneumonia in the appropriate clinical setting.", {LO: P, PN: U}),
+    ("Possible mild fluid overload.", {ED: U}),
+    ("No evidence of free air beneath the diaphragm.", {}),
+    ("Surgical clips in the right upper quadrant.", {SD: P}),
+    ("Atelectasis has improved.", {AT: P}),
+    ("No pneumothorax following placement of a right chest tube.", {PX: N, SD: P}),
+    ("No pneumothorax after chest tube removal.", {PX: N, SD: N}),
+    ("No pneumothorax with the chest tube in place.", {PX: N, SD: P}),
+    ("The heart size is at the upper limits of normal.", {CM: U}),
+    ("Mild enlargement of the cardiac silhouette is unchanged.", {CM: P}),
+    ("Moderate cardiomegaly with a left ventricular configuration.", {CM: P}),
+    ("No new focal opacity.", {LO: N}),
+    ("No pleural effusions or pneumothoraces.", {PE: N, PX: N}),
+    ("Trace left pleural fluid.", {PE: P}),
+    ("Bilateral pleural effusions have increased.", {PE: P}),
+    ("Pulmonary edema has improved but not resolved.", {ED: P}),
+    ("Mild pulmonary edema, improved from prior.", {ED: P}),
+    ("Left retrocardiac opacity likely reflects atelectasis though pneumonia is not excluded.", {LO: P, AT: U, PN: U}),
+    ("There are small bilateral pleural effusions and mild pulmonary edema.", {PE: P, ED: P}),
+    ("No displaced fracture is seen.", {FR: N}),
+    ("Fractures of the left fifth and sixth ribs are again noted.", {FR: P}),
+    ("Apparent widening of the mediastinum is likely due to patient rotation.", {EC: U}),
+    ("Patchy right basilar airspace disease.", {LO: P}),
+    ("No signs of pneumonia or edema.", {PN: N, ED: N}),
+    (
+        "Cardiomegaly, pulmonary edema, and bilateral pleural effusions are consistent with congestive heart failure.",
+        {CM: P, ED: P, PE: P},
+    ),
+    ("Lungs are clear bilaterally with no evidence of consolidation.", {CO: N}),
+    ("No definite acute osseous abnormality.", {}),
+    ("Nodular opacity in the right upper lobe.", {LL: P, LO: P}),
+    ("Swan-Ganz catheter has been removed.", {SD: N}),
+    ("NG tube has been advanced and now terminates in the stomach.", {SD: P}),
+    ("Heart size is difficult to assess.", {}),
+    ("Right-sided pneumothorax is smaller.", {PX: P}),
+    ("Persistent left lower lobe collapse.", {AT: P}),
+    ("No evidence of mediastinal widening.", {EC: N}),
 ]
 
 # A second set written after the labeler's first version and scored before any change was made to the rules in
 # response to it: the first-look accuracy on this set is the number the labeler's report quotes. Phrasing follows
 # typical MIMIC-CXR / IU X-ray reports.
-HELDOUT_BLIND: list[tuple[str, dict[str, int]]] = [
+BLIND: list[tuple[str, dict[str, int]]] = [
     ("Lungs are hyperinflated but clear.", {}),
     ("There is a moderate-sized left pleural effusion with overlying atelectasis.", {PE: P, AT: P}),
     ("Blunting of the right costophrenic angle may reflect a small effusion.", {PE: U}),

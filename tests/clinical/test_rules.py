@@ -41,13 +41,14 @@ def _accuracy(cases) -> tuple[float, list[str]]:
 
 
 def test_accuracy_on_development_sentences():
-    accuracy, wrong = _accuracy(SENTENCES.HELDOUT)
+    # Written alongside the rules (and fixed to them): a regression guard, not an accuracy estimate.
+    accuracy, wrong = _accuracy(SENTENCES.DEVELOPMENT)
     assert accuracy >= 0.97, "\n".join(wrong)
 
 
 def test_accuracy_on_blind_sentences():
-    # First look (before the rules were adjusted to this set): 55/60 sentences exact.
-    accuracy, wrong = _accuracy(SENTENCES.HELDOUT_BLIND)
+    # First look, before any rule was changed for this set: 55/60 sentences exact (see heldout_sentences.py).
+    accuracy, wrong = _accuracy(SENTENCES.BLIND)
     assert accuracy >= 0.9, "\n".join(wrong)
 
 
@@ -95,13 +96,13 @@ def test_no_finding_rule():
     assert LABELER.label_one("Pacemaker in place.") == {"Support Devices": 1, NO_FINDING: 1}
     assert NO_FINDING not in LABELER.label_one("Possible small effusion.")
     assert NO_FINDING not in LABELER.label_one("Cardiomegaly.")
-    for text, _ in SENTENCES.HELDOUT:
+    for text, _ in SENTENCES.DEVELOPMENT:
         labels = LABELER.label_one(text)
         assert labels == with_no_finding(labels)
 
 
 def test_label_is_label_one_per_text():
-    texts = [text for text, _ in SENTENCES.HELDOUT[:20]]
+    texts = [text for text, _ in SENTENCES.DEVELOPMENT[:20]]
     assert LABELER.label(texts) == [LABELER.label_one(text) for text in texts]
     assert LABELER.label([]) == []
 
@@ -164,7 +165,7 @@ def test_non_string_input_is_labelled_as_its_text():
 
 def test_gated_search_equals_full_search_on_all_sentences():
     # The literal-stem gate is an optimisation only: it must never drop a mention.
-    texts = [text for text, _ in SENTENCES.HELDOUT + SENTENCES.HELDOUT_BLIND]
+    texts = [text for text, _ in SENTENCES.DEVELOPMENT + SENTENCES.BLIND]
     texts.append(" ".join(texts))
     for text in texts:
         assert LABELER.mentions(text) == LABELER.mentions(text, gated=False), text
