@@ -35,8 +35,11 @@ def _check_source(name_or_path: str | Path, require_config: bool = True) -> str:
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{text} is a file; expected a model directory or a hub id")
-        if require_config and not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{text} has no config.json; it is not a saved model directory")
+        has_model = (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+        if require_config and not has_model:
+            raise FileNotFoundError(
+                f"{text} has neither config.json nor adapter_config.json; it is not a saved model directory"
+            )
         return str(path)
     if looks_local:
         raise FileNotFoundError(f"model directory not found: {text}")
@@ -68,6 +71,22 @@ def _load_config(source: str, **kwargs):
         ) from error
 
 
+def _adapter_base(source: str) -> str | None:
+    """The base model of a saved PEFT adapter directory (LoRA training saves only the adapter), else None.
+
+    ``from_pretrained`` loads such a directory itself (base model + adapter, with peft installed); the base is
+    needed here only to check the architecture.
+    """
+    path = Path(source)
+    adapter_config = path / "adapter_config.json"
+    if (path / "config.json").is_file() or not adapter_config.is_file():
+        return None
+    base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_config} does not name its base model (base_model_name_or_path)")
+    return _check_source(base)
+
+
 def load_policy(
     name_or_path: str | Path,
     *,
@@ -80,12 +99,13 @@ def load_policy(
     ``dtype``: None (transformers' default), ``"auto"`` (the checkpoint's dtype), ``"float32"``, ``"float16"``,
     ``"bfloat16"`` or a ``torch.dtype``. ``attn_implementation``: e.g. ``"sdpa"``, ``"eager"``,
     ``"flash_attention_2"``. Other keyword arguments go to ``from_pretrained`` (``revision``, ``device_map``, ...).
+    A directory holding only a PEFT adapter loads as its base model with the adapter attached.
     """
     from transformers import AutoModelForImageTextToText
 
     source = _check_source(name_or_path)
     config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "cache_dir", "token") if k in kwargs}
-    config = _load_config(source, **config_kwargs)
+    config = _load_config(_adapter_base(source) or source, **config_kwargs)
     if type(config) not in AutoModelForImageTextToText._model_mapping:
         raise ValueError(
             f"{source} is a {config.model_type!r} model, which is not an image-text-to-text architecture "

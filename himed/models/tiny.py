@@ -352,6 +352,9 @@ def build_tiny_model(
     from himed.models.processors import IMAGE_ONLY_PROCESSORS
 
     size = _resolve_size(arch, size_overrides)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} exists and is not a directory")
     texts = list(corpus) if corpus is not None else default_corpus(seed)
     texts = [text.strip() for text in texts if text and text.strip()]
     if not texts:
@@ -376,7 +379,6 @@ def build_tiny_model(
     processor = IMAGE_ONLY_PROCESSORS[arch](
         image_processor=_image_processor(arch, size), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -38,7 +38,7 @@ def test_load_policy_bad_inputs(tmp_path, tiny_model_dir):
         load_policy(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="model directory not found"):
         load_policy("./no/such/dir")
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="neither config.json nor adapter_config.json"):
         load_policy(tmp_path)
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
@@ -159,3 +159,18 @@ def test_fallback_reads_the_hub_layout(tiny_model_dir, tmp_path):
     )
     inputs = processor(text=text, images=[Image.new("RGB", (112, 112))], return_tensors="pt")
     assert (inputs["input_ids"] == processor.image_token_id).sum().item() == 4  # 56 x 56 px: 2 x 2 merged patches
+
+
+def test_load_policy_loads_a_lora_adapter_directory(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base = load_policy(tiny_model_dir)
+    adapted = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapted.save_pretrained(tmp_path / "adapter")
+    model = load_policy(tmp_path / "adapter")
+    lora = {name: param for name, param in model.named_parameters() if "lora_B" in name}
+    assert lora and all(param.abs().sum() > 0 for param in lora.values())
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(ValueError, match="does not name its base model"):
+        load_policy(tmp_path / "broken")

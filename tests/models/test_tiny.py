@@ -172,6 +172,9 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         build_tiny_model(tmp_path / "m", corpus=CORPUS, hidden_size=130)
     with pytest.raises(ValueError, match="corpus is empty"):
         build_tiny_model(tmp_path / "m", corpus=["", "  "])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        build_tiny_model(tmp_path / "file", corpus=CORPUS)
     with pytest.raises(ValueError, match="image_size"):
         TinySize(image_size=100).validate()
 
@@ -185,3 +188,20 @@ def test_read_corpus(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no non-empty lines"):
         read_corpus(tmp_path / "empty.txt")
+
+
+@pytest.mark.slow  # two fresh interpreters: ~15-40 s of imports
+def test_build_is_deterministic_across_processes(tmp_path):
+    # Python's hash seed and the tokenizer trainer's hash maps differ between processes; the files must not.
+    import os
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS), encoding="utf-8")
+    for hash_seed in ("1", "2"):
+        command = [sys.executable, "-m", "himed.cli", "model", "tiny", "--arch", "qwen3_vl"]
+        command += ["--out-dir", str(tmp_path / hash_seed), "--corpus", str(corpus), "--seed", "7"]
+        subprocess.run(command, check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True)
+    for name in ("model.safetensors", "tokenizer.json", "config.json", "processor_config.json"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
