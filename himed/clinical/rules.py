@@ -316,9 +316,11 @@ _POST_UNCERTAIN_RE = re.compile(
     r"suspected|questioned|not excluded|not ruled out|a possibility|considered|in the differential)\b|"
     r"(?:versus|vs\.?)\s|(?:may|might|could)\s+(?:be|also be)\s+(?:present|seen)\b|"
     r"is\s+not\s+(?:entirely\s+)?(?:excluded|ruled out)\b|"
-    # "Opacity may be due to overlying soft tissue": the finding itself is in doubt.
-    r"(?:may|might|could)\s+be\s+(?:due to|related to|secondary to)\s+(?:overlying|soft tissue|technique|"
-    r"positioning|rotation|artifact|overlap)))"
+    # "Opacity may be due to overlying soft tissue", "contours are widened, likely due to AP technique": the finding
+    # itself is in doubt (a technical explanation, not a disease one).
+    r"(?:(?:may|might|could)\s+be\s+|likely\s+|probably\s+|possibly\s+|partly\s+|in part\s+)?"
+    r"(?:due to|related to|secondary to|accentuated by|exaggerated by)\s+(?:\w+\s+)?(?:overlying|soft tissue|"
+    r"technique|positioning|rotation|artifact|overlap|projection|low lung volumes|lordotic|portable)))"
 )
 # Clause breakers inside a sentence: cues never reach across them.
 _CLAUSE_BREAKERS = (

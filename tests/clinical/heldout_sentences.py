@@ -10,6 +10,9 @@ are Support Devices.
   unbiased estimate.
 - ``BLIND``: written after the first version and scored before any rule was changed for it (first look: 55 of 60
   sentences exactly right, 93.9% of sentence-observation pairs); some of its failures were fixed afterwards.
+- ``BLIND_REPORTS``: 20 multi-sentence reports written after the rules had been tuned on the sets above, scored
+  before any change for them (first look: 19 of 20 reports exactly right, 48 of 49 report-observation pairs, 98.0%);
+  the one miss ("widened, likely due to AP technique") was fixed afterwards.
 """
 
 from __future__ import annotations
@@ -267,4 +270,73 @@ BLIND: list[tuple[str, dict[str, int]]] = [
     ("Right IJ line tip in the mid SVC. No pneumothorax.", {SD: P, PX: N}),
     ("Residual small left apical pneumothorax.", {PX: P}),
     ("Hazy opacity at the right base may be due to overlying soft tissue.", {LO: U}),
+]
+
+# Multi-sentence reports, written after the rules were tuned on the sets above (see the module docstring).
+BLIND_REPORTS = [
+    (
+        "Frontal and lateral views of the chest. The lungs are clear without focal consolidation. No pleural effusion "
+        "or pneumothorax. The cardiomediastinal silhouette is normal. Imaged osseous structures are intact.",
+        {CO: N, PE: N, PX: N, EC: N},
+    ),
+    (
+        "Single portable view. Endotracheal tube tip is 5 cm above the carina. Enteric tube courses into the stomach. "
+        "Right IJ central line ends at the cavoatrial junction. Diffuse bilateral airspace opacities are unchanged. "
+        "No pneumothorax.",
+        {SD: P, LO: P, PX: N},
+    ),
+    (
+        "Moderate cardiomegaly is stable. There is mild pulmonary vascular congestion without overt edema. Small "
+        "bilateral pleural effusions with bibasilar atelectasis.",
+        {CM: P, ED: P, PE: P, AT: P},
+    ),
+    (
+        "Low lung volumes. Patchy opacity in the left lower lobe may reflect atelectasis, but infection cannot be "
+        "excluded. No large effusion. Heart size is normal.",
+        {LO: P, AT: U, PN: U, PE: N, CM: N},
+    ),
+    (
+        "There has been interval removal of the right chest tube. A tiny residual apical pneumothorax is present. "
+        "Subcutaneous emphysema along the right chest wall.",
+        {SD: N, PX: P},
+    ),
+    (
+        "Hyperinflated lungs consistent with emphysema. A 2 cm spiculated mass in the right upper lobe is concerning "
+        "for malignancy. No effusion.",
+        {LL: P, PE: N},
+    ),
+    (
+        "Left-sided dual-chamber pacemaker with leads in the right atrium and right ventricle. The heart is "
+        "top-normal in size. Lungs are clear.",
+        {SD: P, CM: U},
+    ),
+    (
+        "Right lower lobe consolidation compatible with pneumonia. Small right parapneumonic effusion.",
+        {CO: P, PN: U, PE: P},
+    ),
+    ("No acute cardiopulmonary abnormality.", {}),
+    (
+        "Comparison is made to prior study. There is no significant change. The feeding tube has been removed. "
+        "Persistent mild pulmonary edema.",
+        {SD: N, ED: P},
+    ),
+    (
+        "Multiple bilateral pulmonary nodules, the largest measuring 1.2 cm, consistent with metastatic disease.",
+        {LL: P},
+    ),
+    ("Acute displaced fracture of the right clavicle. Old healed left rib fractures. No pneumothorax.", {FR: P, PX: N}),
+    ("Mediastinal contours are widened, likely due to AP technique and low lung volumes.", {EC: U}),
+    ("Blunting of the left costophrenic angle suggests a small effusion or pleural thickening.", {PE: P, PO: U}),
+    (
+        "The heart is enlarged. Pulmonary vasculature is engorged. Bilateral interstitial opacities suggest edema.",
+        {CM: P, LO: P, ED: U},
+    ),
+    ("Resolved right upper lobe pneumonia. No new consolidation.", {PN: N, CO: N}),
+    ("Increased density at the left base could represent atelectasis or early pneumonia.", {LO: P, AT: U, PN: U}),
+    (
+        "Nasogastric tube tip is in the proximal stomach. Sternotomy wires are intact. Mild cardiomegaly.",
+        {SD: P, CM: P},
+    ),
+    ("No evidence of pneumothorax status post right thoracentesis. Small residual right effusion.", {PX: N, PE: P}),
+    ("Lungs are clear. No pleural effusion. Normal cardiac silhouette. No fracture.", {PE: N, CM: N, FR: N}),
 ]
