@@ -442,6 +442,8 @@ def write_report(
         sentences.append((4, "No displaced rib fracture."))
     elif rng.random() < 0.2:
         sentences.append((4, "No acute osseous abnormality."))
+    if not sentences:  # a findings section is never empty (DESIGN.md section 2 rejects empty references)
+        sentences.append((2, rng.choice(("The lungs are clear.", "The lungs are well expanded and clear."))))
     sentences.sort(key=lambda item: item[0])  # stable: keeps the sampled order within a group
     findings = " ".join(sentence for _, sentence in sentences)
 
@@ -949,6 +951,45 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels, mode="L").save(path, format="PNG", optimize=False, compress_level=6)
 
 
+def _image_paths(study: DemoStudy) -> list[str]:
+    return [f"{study_id(study.index)}/{view.lower()}.png" for view in study.views]
+
+
+def _write_study_images(
+    images_dir: Path, seed: int, image_size: int, jobs: Sequence[tuple[int, tuple[ImageFinding, ...], tuple[str, ...]]]
+) -> int:
+    """Draw and write the views of ``jobs`` (index, findings, views); the unit of work of a worker process."""
+    written = 0
+    for index, image_findings, views in jobs:
+        (images_dir / study_id(index)).mkdir(exist_ok=True)
+        for view_index, view in enumerate(views):
+            pixels = draw_view(image_findings, view, image_size, seed=(seed, index, view_index))
+            _write_png(images_dir / study_id(index) / f"{view.lower()}.png", pixels)
+            written += 1
+    return written
+
+
+# Below this many studies a process pool costs more (interpreter start-up) than it saves.
+MIN_STUDIES_PER_WORKER = 150
+
+
+def _draw_all(images_dir: Path, studies: Sequence[DemoStudy], seed: int, image_size: int, workers: int) -> int:
+    jobs = [(study.index, study.image_findings, study.views) for study in studies]
+    workers = max(1, min(workers, len(jobs) // MIN_STUDIES_PER_WORKER))
+    if workers == 1:
+        return _write_study_images(images_dir, seed, image_size, jobs)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Each image depends only on (seed, index, view), so the split into chunks cannot change any file. "spawn":
+    # forking a parent that already runs torch's thread pools can deadlock.
+    chunks = [jobs[start :: workers * 4] for start in range(workers * 4)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_write_study_images, images_dir, seed, image_size, chunk) for chunk in chunks]
+        return sum(future.result() for future in futures)
+
+
 def generate_demo(
     out_dir: str | os.PathLike,
     n: int = 1500,
@@ -957,13 +998,15 @@ def generate_demo(
     image_size: int = 112,
     lateral_rate: float = LATERAL_RATE,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> dict:
     """Write the demo set to ``out_dir`` (layout in the module docstring) and return its summary.
 
     The summary (also ``meta.json``): the arguments, ``generator_version``, ``splits`` (studies per split),
     ``images``, ``prevalence`` (fraction of studies whose labels have each observation positive or uncertain) and
-    ``mentioned`` (fraction with the observation in their labels at all). Raises ValueError for bad arguments or
-    an output directory that cannot be written.
+    ``mentioned`` (fraction with the observation in their labels at all). ``workers`` > 1 draws in that many
+    processes (spawned: a script calling this needs the usual ``if __name__ == "__main__":`` guard); the files are
+    identical either way. Raises ValueError for bad arguments or an output directory that cannot be written.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 3:
         raise ValueError(f"n must be an integer of at least 3 (one study per split), got {n!r}")
@@ -971,36 +1014,30 @@ def generate_demo(
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     _check_rates(omit_rate, lateral_rate)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
+    # Claim the directory first, so that an interrupted run can be replaced with --overwrite.
+    (out_dir / "meta.json").write_text(json.dumps({"generator": GENERATOR, "complete": False}) + "\n")
 
     splits = split_assignment(n, seed)
+    studies = [sample_study(index, seed, omit_rate, lateral_rate) for index in range(n)]
+    n_images = _draw_all(out_dir / "images", studies, seed, image_size, workers)
+
     annotation: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     positive_counts = dict.fromkeys(CHEXBERT_OBSERVATIONS, 0)
     mentioned_counts = dict.fromkeys(CHEXBERT_OBSERVATIONS, 0)
-    n_images = 0
-    omitted_findings = 0
-    for index in range(n):
-        study = sample_study(index, seed, omit_rate, lateral_rate)
-        sid = study_id(index)
-        (out_dir / "images" / sid).mkdir(exist_ok=True)
-        image_paths = []
-        for view_index, view in enumerate(study.views):
-            pixels = draw_view(study.image_findings, view, image_size, seed=(seed, index, view_index))
-            relative = f"{sid}/{view.lower()}.png"
-            _write_png(out_dir / "images" / relative, pixels)
-            image_paths.append(relative)
-        n_images += len(image_paths)
-        omitted_findings += len(study.omitted)
+    for study in studies:
         for obs, value in study.labels.items():
             mentioned_counts[obs] += 1
             positive_counts[obs] += value in (1, -1)
         row = {
-            "id": sid,
+            "id": study_id(study.index),
             "report": study.report,
-            "image_path": image_paths,
-            "split": splits[index],
+            "image_path": _image_paths(study),
+            "split": splits[study.index],
             "findings": study.findings,
             "impression": study.impression,
             "labels": study.labels,
@@ -1008,10 +1045,12 @@ def generate_demo(
         }
         if study.indication:
             row["indication"] = study.indication
-        annotation[splits[index]].append(row)
+        annotation[splits[study.index]].append(row)
+    omitted_findings = sum(len(study.omitted) for study in studies)
 
     summary = {
         "generator": GENERATOR,
+        "complete": True,
         "generator_version": GENERATOR_VERSION,
         "n": n,
         "seed": seed,

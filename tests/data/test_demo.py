@@ -12,6 +12,7 @@ from PIL import Image
 
 from himed.cli import main
 from himed.clinical.observations import NO_FINDING, SUPPORT_DEVICES, normalize_labels
+from himed.data import demo as demo_module
 from himed.data.demo import (
     DRAWN_OBSERVATIONS,
     ImageFinding,
@@ -106,6 +107,16 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path, dem
     other = tmp_path / "other"
     generate_demo(other, n=30, seed=4)
     assert (other / "annotation.json").read_bytes() != (demo_dir / "annotation.json").read_bytes()
+
+
+def test_worker_processes_write_the_same_files(tmp_path, demo_dir, monkeypatch):
+    monkeypatch.setattr(demo_module, "MIN_STUDIES_PER_WORKER", 5)  # so 30 studies use both workers
+    parallel = tmp_path / "parallel"
+    generate_demo(parallel, n=30, seed=3, workers=2)
+    files = sorted(p.relative_to(demo_dir) for p in demo_dir.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(parallel) for p in parallel.rglob("*") if p.is_file())
+    for relative in files:
+        assert (demo_dir / relative).read_bytes() == (parallel / relative).read_bytes(), relative
 
 
 def test_splits_are_80_10_10_and_seeded():
