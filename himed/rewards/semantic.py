@@ -195,6 +195,10 @@ class SemanticReward(Reward):
         """The TRL reward contract, awaited: ``await reward.acall(completions, **columns)``."""
         return [parts["value"] for parts in await self.ascore_completions(completions, **columns)]
 
+    def close(self) -> None:
+        """Release the judge's event loop, HTTP clients and cache file (at the end of training; reusable after)."""
+        self.judge.close()
+
     # -- reporting -------------------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, float]:

@@ -79,6 +79,13 @@ class _LoopThread:
         self.thread.start()
         ready.wait()
 
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self.thread:
             coroutine.close()
@@ -118,8 +125,11 @@ class Judge(ABC):
         """
         return {"judge/backend": self.backend, **self.metrics()}
 
-    def close(self) -> None:  # noqa: B027 - optional hook: most judges hold nothing to release
-        """Release the judge's resources; later calls start them again."""
+    def close(self) -> None:
+        """Release the judge's resources (its event loop thread); later calls start them again."""
+        loop_thread = self.__dict__.pop("_loop_thread", None)
+        if loop_thread is not None:
+            loop_thread.stop()
 
     def __getstate__(self) -> dict[str, Any]:
         # Threads, loops and locks do not pickle and must not be shared across processes: each copy starts its own.

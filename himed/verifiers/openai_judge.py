@@ -235,6 +235,7 @@ class OpenAIJudge(Judge):
         """Close the clients of every loop still running and the cache file; later calls start afresh."""
         _close_clients(self._states)
         self.cache.close()
+        super().close()
 
     # -- scoring ---------------------------------------------------------------------------------------------
 
