@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from himed.cli import main
-from himed.clinical.observations import NO_FINDING, SUPPORT_DEVICES, normalize_labels
+from himed.clinical.observations import NO_FINDING, SUPPORT_DEVICES, normalize_labels, with_no_finding
 from himed.data import demo as demo_module
 from himed.data.demo import (
     DRAWN_OBSERVATIONS,
@@ -157,6 +157,11 @@ def test_rule_labeler_reads_the_labels_back_from_clean_reports():
     for index in range(300):
         study = sample_study(index, seed=5)
         assert labeler.label_one(study.report) == study.labels, study.report
+    # With omissions the text reads as the truth minus the omitted observations: the noise is only the omission.
+    for index in range(300):
+        study = sample_study(index, seed=5, omit_rate=0.5)
+        said = {obs: value for obs, value in study.labels.items() if obs not in study.omitted and obs != NO_FINDING}
+        assert labeler.label_one(study.report) == with_no_finding(said), study.report
 
 
 @settings(max_examples=150, deadline=None)
