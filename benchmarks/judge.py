@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     record = {
         "benchmark": "judge",
-        "command": "python benchmarks/judge.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python benchmarks/judge.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "versions": {

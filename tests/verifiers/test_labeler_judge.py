@@ -4,8 +4,10 @@ import asyncio
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from himed.clinical.observations import FIVE_OBSERVATIONS
+from himed.clinical.observations import CHEXBERT_OBSERVATIONS, FIVE_OBSERVATIONS
 from himed.verifiers.base import JudgeScore, build_judge, judge_backends
 from himed.verifiers.labeler_judge import LabelerJudge, axes_from_labels
 
@@ -93,3 +95,21 @@ def test_config_errors_and_pickling():
     clone = pickle.loads(pickle.dumps(judge))
     assert clone.score_batch_sync([("Cardiomegaly.", "Cardiomegaly.")]) == [JudgeScore(1.0, 1.0, 1.0)]
     assert clone.describe()["judge/observations"] == "five" and clone.prompt_hash == "labeler-axes-v1"
+
+
+_LABELS = st.dictionaries(
+    st.sampled_from([name for name in CHEXBERT_OBSERVATIONS if name != "No Finding"]), st.sampled_from([1, 0, -1])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(candidate=_LABELS, reference=_LABELS, uncertain=st.sampled_from(["positive", "negative", "ignore"]))
+def test_axes_are_bounded_and_mirror_each_other(candidate, reference, uncertain):
+    forward = axes_from_labels(candidate, reference, uncertain=uncertain)
+    backward = axes_from_labels(reference, candidate, uncertain=uncertain)
+    assert all(0.0 <= value <= 1.0 for value in forward.as_dict().values())
+    # Contradiction is symmetric; the candidate's precision is the reference's recall and vice versa.
+    assert forward.accuracy == backward.accuracy
+    assert forward.relevance == pytest.approx(backward.completeness)
+    assert forward.completeness == pytest.approx(backward.relevance)
+    assert axes_from_labels(candidate, candidate, uncertain=uncertain) == JudgeScore(1.0, 1.0, 1.0)
