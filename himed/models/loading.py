@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily at run time: transformers takes seconds to import
+    from transformers import PreTrainedModel
+    from transformers.processing_utils import ProcessorMixin
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def load_policy(
     dtype: Any = None,
     attn_implementation: str | None = None,
     **kwargs: Any,
-):
+) -> PreTrainedModel:
     """Load a vision-language policy as ``AutoModelForImageTextToText``.
 
     ``dtype``: None (transformers' default), ``"auto"`` (the checkpoint's dtype), ``"float32"``, ``"float16"``,
@@ -147,7 +151,7 @@ def _processor_model_type(source: str, kwargs: dict[str, Any]) -> str:
     return _load_config(source, **config_kwargs).model_type
 
 
-def load_processor(name_or_path: str | Path, **kwargs: Any):
+def load_processor(name_or_path: str | Path, **kwargs: Any) -> ProcessorMixin:
     """Load the processor of a vision-language model (see the module docstring for the torchvision fallback).
 
     Keyword arguments go to ``from_pretrained`` (e.g. ``padding_side="left"``, ``revision``).
@@ -158,6 +162,10 @@ def load_processor(name_or_path: str | Path, **kwargs: Any):
     from himed.models.processors import IMAGE_ONLY_PROCESSORS
 
     source = _check_source(name_or_path, require_config=False)
+    base = _adapter_base(source)
+    if base is not None and not (Path(source) / "tokenizer_config.json").is_file():
+        # A PEFT adapter saved without a processor: it was trained with its base model's processor.
+        source = base
     failure: Exception | None = None
     try:
         processor = AutoProcessor.from_pretrained(source, **kwargs)

@@ -170,6 +170,8 @@ def test_load_policy_loads_a_lora_adapter_directory(tiny_model_dir, tmp_path):
     model = load_policy(tmp_path / "adapter")
     lora = {name: param for name, param in model.named_parameters() if "lora_B" in name}
     assert lora and all(param.abs().sum() > 0 for param in lora.values())
+    # No processor files next to the adapter: the base model's processor is used.
+    assert load_processor(tmp_path / "adapter").tokenizer.eos_token == "<|im_end|>"
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     with pytest.raises(ValueError, match="does not name its base model"):
