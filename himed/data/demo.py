@@ -503,7 +503,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
-def _soft_ellipse(yy, xx, cy, cx, ry, rx, edge: float) -> np.ndarray:
+def _soft_ellipse(
+    yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float, edge: float
+) -> np.ndarray:
     """1 inside the ellipse, 0 outside, a linear ramp about ``edge`` wide (in image fractions) at its border."""
     out = np.zeros_like(yy)
     size = yy.shape[0]
@@ -518,7 +520,12 @@ def _soft_ellipse(yy, xx, cy, cx, ry, rx, edge: float) -> np.ndarray:
 
 
 def _segment(
-    yy, xx, p0: tuple[float, float], p1: tuple[float, float], width: float, into: np.ndarray | None = None
+    yy: np.ndarray,
+    xx: np.ndarray,
+    p0: tuple[float, float],
+    p1: tuple[float, float],
+    width: float,
+    into: np.ndarray | None = None,
 ) -> np.ndarray:
     """A line from ``p0`` to ``p1`` ((y, x) fractions) with a Gaussian profile of std ``width``.
 
@@ -546,7 +553,7 @@ def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
     return max(0, int(np.floor(low * size))), min(size, int(np.ceil(high * size)) + 1)
 
 
-def _polyline(yy, xx, points: Sequence[tuple[float, float]], width: float) -> np.ndarray:
+def _polyline(yy: np.ndarray, xx: np.ndarray, points: Sequence[tuple[float, float]], width: float) -> np.ndarray:
     out = np.zeros_like(yy)
     for a, b in zip(points, points[1:], strict=False):
         _segment(yy, xx, a, b, width, into=out)
@@ -577,7 +584,9 @@ def _sides(side: str | None) -> tuple[str, ...]:
 _FAINT = 0.45  # hedged (-1) findings are drawn at this fraction of the intensity
 
 
-def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) -> np.ndarray:
+def _draw_frontal(
+    findings: Sequence[ImageFinding], size: int, anatomy: np.random.Generator, detail: np.random.Generator
+) -> np.ndarray:
     yy, xx = _grid(size)
     edge = 1.2 / size
     line_width = max(0.008, 0.9 / size)
@@ -720,7 +729,9 @@ def _draw_frontal(findings: Sequence[ImageFinding], size: int, anatomy, detail) 
     return _mix(image, 0.97, devices)
 
 
-def _draw_lateral(findings: Sequence[ImageFinding], size: int, anatomy, detail) -> np.ndarray:
+def _draw_lateral(
+    findings: Sequence[ImageFinding], size: int, anatomy: np.random.Generator, detail: np.random.Generator
+) -> np.ndarray:
     """A lateral view (anterior to the image's left): no laterality, but the same findings, drawn on one lung field."""
     yy, xx = _grid(size)
     edge = 1.2 / size
@@ -813,10 +824,10 @@ def draw_view(
 ) -> np.ndarray:
     """Draw one view of a study: a ``size`` x ``size`` uint8 array (0 black .. 255 white).
 
-    ``seed`` fixes the patient's anatomy (position, rib spacing, heart size, markings), the findings' detail and
-    the noise through three independent streams, so drawing the same seed with and without a finding changes only
-    the pixels the finding touches. ``view`` is PA, AP (frontal; AP is magnified a little, as portable films are)
-    or LATERAL.
+    ``seed`` fixes the patient's anatomy (position, rib spacing, heart size, markings), the findings' detail, the
+    mottle and the contrast curve through four independent streams, so drawing the same seed with and without a
+    finding changes only the pixels the finding touches. ``view`` is PA, AP (frontal; AP slightly washed out, as
+    portable films are) or LATERAL (anterior to the image's left; no laterality).
     """
     if size < MIN_IMAGE_SIZE:
         raise ValueError(f"image size must be at least {MIN_IMAGE_SIZE} pixels, got {size}")
