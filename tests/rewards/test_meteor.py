@@ -4,6 +4,8 @@ import logging
 import pickle
 import random
 import shutil
+import warnings
+from pathlib import Path
 
 import pytest
 from nltk.translate.meteor_score import meteor_score, single_meteor_score
@@ -219,3 +221,52 @@ def test_meteor15_restarts_a_dead_worker():
 def test_module_imports_without_nltk_work():
     # the registry imports every module under himed.rewards; importing this one must stay cheap
     assert meteor_module.ALPHA == 0.9 and meteor_module.BETA == 3.0 and meteor_module.GAMMA == 0.5
+
+
+DEBIAN_WORDNET = Path("/usr/share/wordnet")
+
+
+@pytest.fixture(scope="module")
+def debian_wordnet(tmp_path_factory):
+    """Debian's WordNet 3.0 (packages ``wordnet-base`` and ``wordnet-sense-index``) as an nltk reader, if installed.
+
+    nltk reads the same database files; Debian lacks ``lexnames``, which nltk only uses for ``Synset.lexname()``,
+    so placeholder names with the right numbering are written. nltk only opens corpora under its data path, so the
+    files are copied there (a temporary entry of ``nltk.data.path``).
+    """
+    if not all((DEBIAN_WORDNET / name).exists() for name in ("data.noun", "index.sense")):
+        pytest.skip("Debian's wordnet-base and wordnet-sense-index are not installed")
+    import nltk.data
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    root = tmp_path_factory.mktemp("nltk_data")
+    target = root / "corpora" / "wordnet"
+    target.mkdir(parents=True)
+    for source in DEBIAN_WORDNET.iterdir():
+        if source.is_file():
+            shutil.copyfile(source, target / source.name)
+    (target / "lexnames").write_text("".join(f"{i:02d}\tlexname{i:02d}\t0\n" for i in range(45)))
+    nltk.data.path.insert(0, str(root))
+    try:
+        with warnings.catch_warnings():  # "multilingual functions are not available": no Open Multilingual Wordnet
+            warnings.simplefilter("ignore", UserWarning)
+            reader = WordNetCorpusReader(str(target), None)
+        yield reader
+    finally:
+        nltk.data.path.remove(str(root))
+
+
+@pytest.mark.slow  # copying and loading WordNet takes 5-25 s
+def test_equals_nltk_with_the_real_wordnet(debian_wordnet):
+    ours = NltkMeteor(wordnet=debian_wordnet)
+    assert ours.mode == MODE_WORDNET
+    vocabulary = [*VOCABULARY, "big", "bigger", "cardiac", "pulmonary", "fluid", "unclouded", "view", "area", "region"]
+    rng = random.Random(2)
+    differs = 0
+    for _ in range(300):
+        hyp = rng.choices(vocabulary, k=rng.randint(1, 30))
+        ref = rng.choices(vocabulary, k=rng.randint(1, 30))
+        expected = single_meteor_score(ref, hyp, wordnet=debian_wordnet)
+        assert ours.score(hyp, ref) == pytest.approx(expected, abs=1e-12), (hyp, ref)
+        differs += expected != single_meteor_score(ref, hyp, wordnet=NoWordNet())
+    assert differs > 0  # synonyms (e.g. large/big) really matched
