@@ -35,7 +35,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write DIR/annotation.json (train/val/test rows with findings, impression, labels, views), "
             "DIR/images/<id>/<view>.png and DIR/meta.json. Deterministic for a seed. Labels are image truth; "
-            "with --omit-rate > 0 some drawn findings are left out of the report text."
+            "with --omit-rate > 0 some drawn findings are left out of the training reports' text."
         ),
     )
     demo.add_argument("--out-dir", required=True, help="output directory (created; must be empty unless --overwrite)")
@@ -49,6 +49,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="fraction of drawn findings left out of the report text while labels keep them: noisy references "
         "(default 0.0: text and labels agree)",
+    )
+    demo.add_argument(
+        "--omit-splits",
+        default="train",
+        help="comma-separated splits whose reports --omit-rate thins (default: train; val/test stay complete)",
     )
     demo.add_argument(
         "--image-size",
@@ -89,6 +94,7 @@ def run_demo(args: argparse.Namespace) -> int:
         lateral_rate=args.lateral_rate,
         overwrite=args.overwrite,
         workers=workers,
+        omit_splits=[name.strip() for name in args.omit_splits.split(",") if name.strip()],
     )
     splits = ", ".join(f"{name} {count}" for name, count in summary["splits"].items())
     print(

@@ -37,7 +37,8 @@ Labels are image truth; report text may omit
 
     With ``omit_rate`` > 0, each drawn observation (devices included) is left out of the report text with that
     probability while ``labels`` keep it: noisy references, on which SFT plateaus and a reward that reads the labels
-    can still teach the finding (notes/ENVIRONMENT.md). ``meta.json`` records this.
+    can still teach the finding (notes/ENVIRONMENT.md). Only the ``omit_splits`` rows (default: train) are thinned,
+    so val/test references stay complete. ``meta.json`` records this.
 
 Output of :func:`generate_demo` (R2Gen layout, DESIGN.md section 2)::
 
@@ -100,6 +101,9 @@ LATERAL_RATE = 0.20
 MAX_REPORT_ITEMS = 5
 MAX_IMPRESSION_ITEMS = 3
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+# Splits whose report text omit_rate thins by default: only the training references are noisy, so evaluation
+# against val/test references measures the truth (the setting of notes/ENVIRONMENT.md's SFT-then-GRPO experiment).
+OMIT_SPLITS = ("train",)
 MIN_IMAGE_SIZE = 56
 
 SIDES = ("left", "right")
@@ -1010,12 +1014,14 @@ def generate_demo(
     lateral_rate: float = LATERAL_RATE,
     overwrite: bool = False,
     workers: int = 1,
+    omit_splits: Sequence[str] = OMIT_SPLITS,
 ) -> dict:
     """Write the demo set to ``out_dir`` (layout in the module docstring) and return its summary.
 
     The summary (also ``meta.json``): the arguments, ``generator_version``, ``splits`` (studies per split),
     ``images``, ``prevalence`` (fraction of studies whose labels have each observation positive or uncertain) and
-    ``mentioned`` (fraction with the observation in their labels at all). ``workers`` > 1 draws in that many
+    ``mentioned`` (fraction with the observation in their labels at all). ``omit_rate`` applies to the rows of
+    ``omit_splits`` only (default: train), so evaluation references stay complete. ``workers`` > 1 draws in that many
     processes (spawned: a script calling this needs the usual ``if __name__ == "__main__":`` guard); the files are
     identical either way. Raises ValueError for bad arguments or an output directory that cannot be written.
     """
@@ -1028,13 +1034,20 @@ def generate_demo(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     _check_rates(omit_rate, lateral_rate)
+    omit_splits = tuple(omit_splits)
+    unknown = sorted(set(omit_splits) - set(SPLIT_FRACTIONS))
+    if unknown:
+        raise ValueError(f"omit_splits: unknown split(s) {unknown}; use {', '.join(SPLIT_FRACTIONS)}")
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     # Claim the directory first, so that an interrupted run can be replaced with --overwrite.
     (out_dir / "meta.json").write_text(json.dumps({"generator": GENERATOR, "complete": False}) + "\n")
 
     splits = split_assignment(n, seed)
-    studies = [sample_study(index, seed, omit_rate, lateral_rate) for index in range(n)]
+    studies = [
+        sample_study(index, seed, omit_rate if splits[index] in omit_splits else 0.0, lateral_rate)
+        for index in range(n)
+    ]
     n_images = _draw_all(out_dir / "images", studies, seed, image_size, workers)
 
     annotation: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
@@ -1066,11 +1079,13 @@ def generate_demo(
         "n": n,
         "seed": seed,
         "omit_rate": omit_rate,
+        "omit_splits": [name for name in SPLIT_FRACTIONS if name in omit_splits],
         "image_size": image_size,
         "lateral_rate": lateral_rate,
         "labels_note": (
             "labels are image truth: every drawn finding is 1 (clear) or -1 (faint, hedged in the text); with "
-            "omit_rate > 0 some drawn findings are left out of the report text while labels keep them. "
+            "omit_rate > 0 some drawn findings of the omit_splits rows are left out of the report text while labels "
+            "keep them. "
             "0 = mentioned negatively; unmentioned absent findings have no key."
         ),
         "splits": {name: len(rows) for name, rows in annotation.items()},

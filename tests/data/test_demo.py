@@ -237,16 +237,34 @@ def test_omit_rate_keeps_labels_and_drops_sentences():
     assert 0.4 < omitted_total / drawn_total < 0.6
 
 
-def test_omit_rate_reaches_the_files(tmp_path):
-    summary = generate_demo(tmp_path / "noisy", n=20, seed=0, omit_rate=0.6, lateral_rate=0.0)
-    assert summary["omitted_findings"] > 0 and summary["omit_rate"] == 0.6
-    rows = [row for rows in _annotation(tmp_path / "noisy").values() for row in rows]
-    assert all(row["views"] in (["PA"], ["AP"]) for row in rows)
-    hidden = 0
-    for row in rows:
-        said = mentions(row["report"])
-        hidden += sum(1 for obs, v in row["labels"].items() if v == 1 and obs != NO_FINDING and obs not in said)
-    assert hidden > 0
+def _hidden_positives(row: dict) -> int:
+    said = mentions(row["report"])
+    return sum(1 for obs, v in row["labels"].items() if v == 1 and obs != NO_FINDING and obs not in said)
+
+
+def test_omit_rate_thins_only_the_training_reports_by_default(tmp_path):
+    summary = generate_demo(tmp_path / "noisy", n=40, seed=0, omit_rate=0.6, lateral_rate=0.0)
+    assert summary["omitted_findings"] > 0 and summary["omit_rate"] == 0.6 and summary["omit_splits"] == ["train"]
+    annotation = _annotation(tmp_path / "noisy")
+    assert all(row["views"] in (["PA"], ["AP"]) for rows in annotation.values() for row in rows)
+    assert sum(_hidden_positives(row) for row in annotation["train"]) > 0
+    # Evaluation references stay complete: their text agrees with their labels.
+    for row in annotation["val"] + annotation["test"]:
+        _check_text_agrees(row["labels"], row["report"])
+
+
+def test_omit_splits_chooses_the_noisy_splits(tmp_path, capsys):
+    out = tmp_path / "all-noisy"
+    argv = ["data", "demo", "--out-dir", str(out), "--n", "60", "--omit-rate", "0.9", "--omit-splits", "train,test"]
+    assert main(argv) == 0
+    annotation = _annotation(out)
+    assert sum(_hidden_positives(row) for row in annotation["test"]) > 0
+    for row in annotation["val"]:
+        _check_text_agrees(row["labels"], row["report"])
+    assert json.loads((out / "meta.json").read_text())["omit_splits"] == ["train", "test"]
+    bad = ["data", "demo", "--out-dir", str(tmp_path / "y"), "--omit-rate", "0.5", "--omit-splits", "training"]
+    assert main(bad) == 2
+    assert "unknown split" in capsys.readouterr().err
 
 
 def test_report_corpus_is_the_generated_text(demo_dir):
