@@ -8,7 +8,8 @@
   equals ``rouge_score``'s ``rougeL`` F-measure (same tokenizer, no stemmer); 1.2 is pycocoevalcap's ROUGE-L
   (which is computed on whitespace tokens, so it agrees on pre-tokenised text).
 - METEOR is nltk's sentence METEOR on the same tokens (``meteor: nltk``, see :mod:`himed.rewards.meteor` for the
-  WordNet modes) or the METEOR 1.5 jar on the tokens joined by spaces (``meteor: meteor15``).
+  WordNet modes) or the METEOR 1.5 jar on the tokens joined by spaces (``meteor: meteor15``, in ``meteor_workers``
+  = 1 or 2 long-lived JVMs of ~1-2 GB each; needs Java). ``describe()`` says which mode is in use.
 - K is the number of DISTINCT keywords of the vocabulary that occur in the candidate as contiguous token
   sequences (``keyword_match: candidate``, the paper), or in both candidate and reference (``keyword_match:
   reference``, which a policy cannot farm by listing terms the reference does not mention). A keyword counts once
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -194,8 +196,11 @@ class ConceptReward(Reward):
         except OSError as error:
             raise ValueError(f"concept reward: cannot read keywords {keywords!r}: {error}") from None
         self._scorer = None
-        if meteor == "meteor15" and meteor_workers not in (1, 2):
-            raise ValueError(f"concept reward: meteor_workers must be 1 or 2, got {meteor_workers!r}")
+        if meteor == "meteor15":
+            if meteor_workers not in (1, 2):
+                raise ValueError(f"concept reward: meteor_workers must be 1 or 2, got {meteor_workers!r}")
+            if shutil.which("java") is None:
+                raise ValueError("concept reward: meteor 'meteor15' needs Java on PATH; install it or use meteor: nltk")
 
     def _meteor_scorer(self):
         if self._scorer is None:

@@ -265,6 +265,15 @@ def meteor15_jar() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(coco_meteor.__file__)), "meteor-1.5.jar")
 
 
+def _write_quietly(stream, data: bytes) -> None:
+    """Write and flush; a closed pipe (the worker died or was killed) is reported by the reads, not here."""
+    try:
+        stream.write(data)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class Meteor15Worker:
     """One ``java -jar meteor-1.5.jar - - -stdio -l en -norm`` process, started on first use, restarted on death.
 
@@ -333,12 +342,15 @@ class Meteor15Worker:
         if self._process is None or self._process.poll() is not None:
             self._start()
         stdin = self._process.stdin
-        for hypothesis, reference in pairs:
-            stdin.write(f"SCORE ||| {reference} ||| {hypothesis}\n".encode())
-        stdin.flush()
+        # A batch is larger than the pipe buffer: writing it from this thread would block, with no timeout, while
+        # the JVM starts or if it stalls. A writer thread does it; the timed reads below notice a stall, and
+        # killing the process ends the writer (broken pipe).
+        payload = "".join(f"SCORE ||| {reference} ||| {hypothesis}\n" for hypothesis, reference in pairs).encode()
+        writer = threading.Thread(target=_write_quietly, args=(stdin, payload), name="meteor15-writer", daemon=True)
+        writer.start()
         stats = [self._read() for _ in pairs]
-        stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
-        stdin.flush()
+        writer.join()
+        _write_quietly(stdin, ("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
         segment_scores = [float(self._read()) for _ in pairs]
         self._read()  # the corpus score, not used (it is not the mean of the segment scores)
         return segment_scores
@@ -355,7 +367,11 @@ class Meteor15Worker:
                 logger.warning("METEOR 1.5 worker failed (%s: %s); restarting it once", type(error).__name__, error)
                 self._kill()
                 self.restarts += 1
+            try:
                 return self._score_locked(pairs)
+            except BaseException:
+                self._kill()  # never leave a stalled JVM behind; the next call starts a fresh one
+                raise
 
     def _kill(self) -> None:
         process, self._process = self._process, None

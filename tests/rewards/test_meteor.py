@@ -4,6 +4,7 @@ import logging
 import pickle
 import random
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -167,6 +168,94 @@ def test_clean_for_meteor15():
 def test_pool_rejects_bad_sizes():
     with pytest.raises(ValueError, match="1 or 2"):
         Meteor15Pool(workers=3)
+
+
+FAKE_JAR = """#!{python}
+# Speaks the METEOR 1.5 -stdio protocol: SCORE -> a stats line (here: hypothesis words and its first word);
+# EVAL -> one score per stats line, then a corpus score. A hypothesis word "hang" stalls it; "die" kills it.
+import sys
+for line in sys.stdin:
+    fields = [f.strip() for f in line.rstrip("\\n").split("|||")]
+    if fields[0] == "SCORE":
+        words = fields[-1].split()
+        if "hang" in words:
+            import time; time.sleep(60)
+        if "die" in words:
+            sys.exit(3)
+        print(f"{{len(words)}} {{len(fields)}}", flush=True)
+    elif fields[0] == "EVAL":
+        scores = [float(stat.split()[0]) / 10 for stat in fields[1:]]
+        for score in scores:
+            print(score, flush=True)
+        print(sum(scores) / len(scores), flush=True)
+"""
+
+
+@pytest.fixture
+def fake_java(tmp_path):
+    path = tmp_path / "fake-java"
+    path.write_text(FAKE_JAR.format(python=sys.executable))
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_worker_protocol_with_a_fake_jar(fake_java):
+    worker = Meteor15Worker(java=fake_java, timeout=10, start_timeout=10)
+    try:
+        # per-segment scores in order; newlines and ||| cleaned (a stray ||| would add a field: the 2nd number)
+        scores = worker.score(["a b", "one\ntwo ||| three", "x"], ["r", "r\nr", "r"])
+        assert scores == [0.2, 0.3, 0.1]
+        assert worker.score([], []) == []
+        big = worker.score(["w " * 50] * 600, ["r"] * 600)  # larger than a pipe buffer in one go
+        assert big == [5.0] * 600
+    finally:
+        worker.close()
+    assert worker.pid is None
+
+
+def test_worker_restarts_after_a_death(fake_java):
+    worker = Meteor15Worker(java=fake_java, timeout=10, start_timeout=10)
+    try:
+        assert worker.score(["a"], ["r"]) == [0.1]
+        first_pid = worker.pid
+        worker._process.kill()
+        worker._process.wait()
+        assert worker.score(["a b"], ["r"]) == [0.2]  # detected as dead before writing: a plain restart
+        assert worker.pid != first_pid
+        with pytest.raises(RuntimeError, match="exited"):
+            worker.score(["die"], ["r"])  # dies on this input twice: the error reaches the caller (batch -> None)
+        assert worker.restarts >= 1 and worker.pid is None
+        assert worker.score(["a"], ["r"]) == [0.1]  # and the next batch starts a fresh worker
+    finally:
+        worker.close()
+
+
+def test_worker_times_out_on_a_stall_and_kills_it(fake_java):
+    worker = Meteor15Worker(java=fake_java, timeout=0.5, start_timeout=0.5)
+    try:
+        with pytest.raises(TimeoutError):
+            worker.score(["hang"], ["r"])
+        assert worker.pid is None  # the stalled process was killed, not left behind
+    finally:
+        worker.close()
+
+
+def test_pool_of_two_splits_and_keeps_order(fake_java):
+    pool = Meteor15Pool(workers=2, java=fake_java, timeout=10, start_timeout=10)
+    try:
+        hyps = ["w " * k for k in range(1, 8)]
+        assert pool.score(hyps, ["r"] * 7) == pytest.approx([k / 10 for k in range(1, 8)])
+        assert all(worker.pid is not None for worker in pool.workers)
+    finally:
+        pool.close()
+
+
+def test_concept_reward_refuses_meteor15_without_java(monkeypatch):
+    import himed.rewards.concept as concept
+
+    monkeypatch.setattr(concept.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="Java"):
+        concept.ConceptReward(meteor="meteor15")
 
 
 def test_missing_java_is_a_clear_error():
