@@ -6,8 +6,10 @@ installed (its PyPI wheels are CUDA builds, see notes/ENVIRONMENT.md), so these 
 upstream processors do for text and images (placeholder expansion, ``mm_token_type_ids``, chat templates, decoding)
 and simply have no video processor. Passing ``videos=`` to them raises a clear error.
 
-They save in the upstream format (``processor_class`` is written as the upstream class name), so a directory saved
-here loads with the real processor on a machine that has torchvision.
+They save in the upstream format: ``processor_class`` is the upstream class name, and ``processor_config.json``
+gets a ``video_processor`` entry (the upstream video processor class with the image processor's patch, merge, size
+and normalisation settings; any other video settings of a hub checkpoint are not kept), so a directory saved here
+loads with the full upstream processor on a machine that has torchvision (a GPU machine, vLLM).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class _ImageOnlyMixin:
     """Shared behaviour: refuse videos and save under the upstream class name."""
 
     upstream_name: str
+    upstream_video_processor: str
 
     def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
         if videos is not None:
@@ -61,7 +64,21 @@ class _ImageOnlyMixin:
         # The saved files are exactly the upstream format minus the video processor, so name the upstream class:
         # a machine with torchvision then loads the full processor from the same directory.
         output["processor_class"] = self.upstream_name
+        output["video_processor"] = self.video_processor_config()
         return output
+
+    def video_processor_config(self) -> dict[str, Any]:
+        """The ``video_processor`` entry the upstream processor needs to load from the saved directory."""
+        image = self.image_processor
+        return {
+            "video_processor_type": self.upstream_video_processor,
+            "patch_size": image.patch_size,
+            "temporal_patch_size": image.temporal_patch_size,
+            "merge_size": image.merge_size,
+            "size": {"shortest_edge": image.size.shortest_edge, "longest_edge": image.size.longest_edge},
+            "image_mean": list(image.image_mean),
+            "image_std": list(image.image_std),
+        }
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         saved = super().save_pretrained(save_directory, *args, **kwargs)
@@ -82,6 +99,7 @@ class Qwen2_5_VLImageOnlyProcessor(_ImageOnlyMixin, Qwen2_5_VLProcessor):
     """``Qwen2_5_VLProcessor`` without the video processor (see the module docstring)."""
 
     upstream_name = "Qwen2_5_VLProcessor"
+    upstream_video_processor = "Qwen2VLVideoProcessor"
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         for name, value in _token_attributes(tokenizer, ("image_token", "video_token"), _DEFAULT_TOKENS).items():
@@ -95,6 +113,7 @@ class Qwen3VLImageOnlyProcessor(_ImageOnlyMixin, Qwen3VLProcessor):
     """``Qwen3VLProcessor`` without the video processor (see the module docstring)."""
 
     upstream_name = "Qwen3VLProcessor"
+    upstream_video_processor = "Qwen3VLVideoProcessor"
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         names = ("image_token", "video_token", "vision_start_token", "vision_end_token")

@@ -124,6 +124,8 @@ def test_fallback_saves_in_the_upstream_format(tiny_model_dir, tmp_path):
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
     assert saved["processor_class"] == "Qwen2_5_VLProcessor"
+    assert saved["video_processor"]["video_processor_type"] == "Qwen2VLVideoProcessor"
+    assert saved["video_processor"]["patch_size"] == 14
     tokenizer_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert tokenizer_config["processor_class"] == "Qwen2_5_VLProcessor"
     assert type(load_processor(tmp_path)) is type(processor)

@@ -82,6 +82,10 @@ def test_qwen3_config_uses_interleaved_mrope_and_deepstack(tiny_qwen3_dir):
     processor_config = json.loads((tiny_qwen3_dir / "processor_config.json").read_text())
     assert processor_config["image_processor"]["patch_size"] == 16
     assert processor_config["processor_class"] == "Qwen3VLProcessor"
+    # What the upstream processor needs to load this directory where torchvision is installed.
+    video = processor_config["video_processor"]
+    assert video["video_processor_type"] == "Qwen3VLVideoProcessor"
+    assert (video["patch_size"], video["merge_size"], video["temporal_patch_size"]) == (16, 2, 2)
 
 
 def test_tokenizer_special_tokens_and_tags():
