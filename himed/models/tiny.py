@@ -1,7 +1,7 @@
 """Tiny random-weight Qwen-VL models built fully offline, for tests and the laptop quickstart.
 
 ``build_tiny_model`` writes a directory that ``load_policy``/``load_processor`` (and plain
-``AutoModelForImageTextToText.from_pretrained``) reload: a Qwen2.5-VL or Qwen3-VL with a few hundred thousand
+``AutoModelForImageTextToText.from_pretrained``) reload: a Qwen2.5-VL or Qwen3-VL with about a million
 parameters, a byte-level BPE tokenizer trained on the report corpus (so a short report is a few dozen tokens, not a
 few hundred bytes), the Qwen special tokens, a Qwen2-VL style chat template and a small image processor.
 
@@ -290,8 +290,9 @@ def _model_config(arch: str, size: TinySize, tokenizer, vocab_size: int):
 
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": section}
         # Windowed attention in every block but the last, as upstream (which uses full attention every 8th block);
-        # a window of 112 px at patch 14 and merge 2 is 4x4 patches, so a 112 px image spans several windows.
-        vision["window_size"] = 4 * size.patch_size * size.spatial_merge_size
+        # upstream windows are 112 px (4 x 4 merged patches) on images of ~1000 px; a 56 px window (2 x 2 merged
+        # patches) keeps several windows per tiny image, so the windowed path really runs.
+        vision["window_size"] = 2 * size.patch_size * size.spatial_merge_size
         vision["fullatt_block_indexes"] = [size.vision_depth - 1]
         vision["hidden_act"] = "silu"
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **tokens)

@@ -57,6 +57,8 @@ def test_saved_config_matches_sizes_and_tokenizer(tiny_model_dir):
     assert (text["num_attention_heads"], text["num_key_value_heads"]) == (4, 2)
     assert (vision["depth"], vision["hidden_size"], vision["patch_size"]) == (2, 64, 14)
     assert vision["spatial_merge_size"] == 2 and vision["out_hidden_size"] == 128
+    # Windowed attention in block 0 over 2 x 2 merged patches (4 windows per 112 px image), full attention in block 1.
+    assert (vision["window_size"], vision["fullatt_block_indexes"]) == (56, [1])
     assert sum(text["rope_parameters"]["mrope_section"]) == size.head_dim // 2
 
     from transformers import AutoTokenizer
