@@ -59,6 +59,14 @@ from himed.clinical.observations import NEGATIVE, POSITIVE, UNCERTAIN, with_no_f
 _HEART = r"(?:heart|cardiac (?:silhouette|shadow|contours?|size)|heart size)"
 _CM_SILHOUETTE = (
     r"(?:cardiomediastinal|cardio-mediastinal|mediastinal)(?: and hilar)? (?:silhouettes?|contours?|borders?|size)"
+    r"(?: and hilar (?:silhouettes?|contours?))?"
+)
+# "Heart size and mediastinal contours are normal", "heart size, mediastinal and hilar contours are normal",
+# "the heart and mediastinum are within normal limits": one phrase, a negative mention of both observations.
+_HEART_AND_MEDIASTINUM_NORMAL = (
+    r"(?:heart|heart size|cardiac silhouette|cardiac size),? (?:and )?(?:the )?(?:(?:cardio)?mediastinal(?: and hilar)?"
+    r" (?:silhouettes?|contours?)|mediastinum) (?:are|appear) (?:otherwise )?(?:grossly )?"
+    r"(?:normal|within normal limits|unremarkable)"
 )
 _NORMAL = r"(?:normal|within normal limits|unremarkable)"
 _BE = r"(?:is|are|appears?|remains?|was|were|seems?)"
@@ -77,6 +85,7 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
             rf"{_CM_SILHOUETTE} {_BE} (?:\w+ )?(?:and|,) {_NORMAL}",
             r"normal (?:cardiomediastinal|mediastinal|heart and mediastinal) (?:silhouettes?|contours?|size)",
             r"mediastinum (?:is|appears) (?:normal|unremarkable)",
+            _HEART_AND_MEDIASTINUM_NORMAL,
         ),
         UNCERTAIN: (),
     },
@@ -85,7 +94,7 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
             r"cardiomegaly",
             r"cardiac (?:enlargement|prominence)",
             r"(?:enlarged|enlargement of the|prominent|large|globular) (?:heart|cardiac silhouette|cardiac shadow)",
-            rf"{_HEART} {_BE}(?: \w+){{0,2}} (?:enlarged|large|prominent)",
+            rf"{_HEART} {_BE}(?: \w+){{0,3}} (?:enlarged|large|prominent)",
             r"heart size (?:is |remains )?(?:\w+ )?(?:enlarged|increased)",
         ),
         NEGATIVE: (
@@ -93,6 +102,8 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
             r"normal (?:heart|cardiac) (?:size|silhouette|contours?)",
             r"(?:heart|cardiac) size (?:is )?(?:within normal limits|normal)",
             r"(?:heart|cardiac silhouette) (?:is |appears )?normal in size",
+            r"normal size of the heart",
+            _HEART_AND_MEDIASTINUM_NORMAL,
         ),
         UNCERTAIN: (
             rf"{_HEART} {_BE}? ?(?:at the )?(?:top[- ]normal|upper limits? of normal|borderline(?: \w+)?)",

@@ -201,6 +201,13 @@ DEVELOPMENT: list[tuple[str, dict[str, int]]] = [
     ("Right-sided pneumothorax is smaller.", {PX: P}),
     ("Persistent left lower lobe collapse.", {AT: P}),
     ("No evidence of mediastinal widening.", {EC: N}),
+    # Heart and mediastinum described together.
+    ("The heart size and mediastinal contours are within normal limits.", {CM: N, EC: N}),
+    ("Heart size, mediastinal and hilar contours are normal.", {CM: N, EC: N}),
+    ("The cardiomediastinal silhouette and hilar contours are normal.", {EC: N}),
+    ("The heart and mediastinum are within normal limits.", {CM: N, EC: N}),
+    ("The heart is moderately to severely enlarged.", {CM: P}),
+    ("Normal size of the heart.", {CM: N}),
 ]
 
 # A second set written after the labeler's first version and scored before any change was made to the rules in
