@@ -70,6 +70,7 @@ class RadGraphBridge:
         cuda: int = -1,
         cache_size: int = 4096,
         env: dict[str, str] | None = None,
+        chunk_size: int = 64,
     ) -> None:
         if not python:
             raise RadGraphSetupError(
@@ -90,6 +91,11 @@ class RadGraphBridge:
         self.cuda = cuda
         self.cache_size = cache_size
         self.env = env
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        # Requests carry at most this many pairs (texts), so ``timeout`` bounds one chunk, not a whole evaluation
+        # set: RadGraph-XL on CPU takes a large fraction of a second per report.
+        self.chunk_size = chunk_size
         self.info: dict[str, Any] = {}
         self._process: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -251,22 +257,26 @@ class RadGraphBridge:
             for index, text in enumerate(texts):
                 if not isinstance(text, str):
                     raise ValueError(f"{name}[{index}] must be a string, got {type(text).__name__}")
-        if not hyps:
-            return []
-        scores = self._request({"op": "score", "hyps": hyps, "refs": refs}).get("scores")
-        if not isinstance(scores, list) or len(scores) != len(hyps):
-            raise RadGraphError(f"RadGraph worker returned {scores!r:.200} for {len(hyps)} pairs")
-        return [None if value is None else RadGraphScore(*map(float, value)) for value in scores]
+        out: list[RadGraphScore | None] = []
+        for begin in range(0, len(hyps), self.chunk_size):
+            chunk_hyps, chunk_refs = hyps[begin : begin + self.chunk_size], refs[begin : begin + self.chunk_size]
+            scores = self._request({"op": "score", "hyps": chunk_hyps, "refs": chunk_refs}).get("scores")
+            if not isinstance(scores, list) or len(scores) != len(chunk_hyps):
+                raise RadGraphError(f"RadGraph worker returned {scores!r:.200} for {len(chunk_hyps)} pairs")
+            out.extend(None if value is None else RadGraphScore(*map(float, value)) for value in scores)
+        return out
 
     def annotate(self, texts: Sequence[str]) -> list[dict[str, Any] | None]:
         """RadGraph's annotation dict per text (entities with tokens, label and relations)."""
         texts = list(texts)
-        if not texts:
-            return []
-        annotations = self._request({"op": "annotate", "texts": texts}).get("annotations")
-        if not isinstance(annotations, list) or len(annotations) != len(texts):
-            raise RadGraphError(f"RadGraph worker returned {annotations!r:.200} for {len(texts)} texts")
-        return annotations
+        out: list[dict[str, Any] | None] = []
+        for begin in range(0, len(texts), self.chunk_size):
+            chunk = texts[begin : begin + self.chunk_size]
+            annotations = self._request({"op": "annotate", "texts": chunk}).get("annotations")
+            if not isinstance(annotations, list) or len(annotations) != len(chunk):
+                raise RadGraphError(f"RadGraph worker returned {annotations!r:.200} for {len(chunk)} texts")
+            out.extend(annotations)
+        return out
 
     def f1(self, hyps: Sequence[str], refs: Sequence[str]) -> tuple[RadGraphScore, list[RadGraphScore | None]]:
         """Like ``F1RadGraph(reward_level="all")(hyps=..., refs=...)[:2]``: the mean over scored pairs, and per pair."""

@@ -104,6 +104,21 @@ def test_scores_pairs_in_order(bridge):
     assert mean.simple == pytest.approx(sum(s.simple for s in scores) / 4)
 
 
+def test_large_requests_are_sent_in_chunks(fake_env):
+    hyps = [f"effusion {i}" for i in range(23)]
+    refs = ["effusion"] * 23
+    with RadGraphBridge(sys.executable, model_cache_dir=fake_env["cache"], env=fake_env["env"], chunk_size=5) as bridge:
+        scores = bridge.score(hyps, refs)
+        calls = [annotation["call"] for annotation in bridge.annotate(hyps)]
+        assert bridge._next_id == 5 + 5  # 23 pairs in chunks of 5, twice
+    assert [score.simple for score in scores] == pytest.approx(
+        [_token_f1(h, r) for h, r in zip(hyps, refs, strict=True)]
+    )
+    assert len(set(calls)) == 5  # each chunk of hypotheses was annotated by its own model call, then cached
+    with pytest.raises(ValueError, match="chunk_size"):
+        RadGraphBridge(sys.executable, chunk_size=0)
+
+
 def test_annotations_are_cached_per_text(bridge):
     first = bridge.annotate(["effusion", "pneumothorax"])
     second = bridge.annotate(["pneumothorax", "effusion", "edema"])
