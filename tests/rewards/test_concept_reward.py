@@ -2,6 +2,7 @@
 
 import pickle
 import random
+import shutil
 from importlib import resources
 
 import pytest
@@ -195,3 +196,28 @@ def test_trl_contract_registry_and_pickle():
     assert values[0] == values[1] > 1.0
     clone = pickle.loads(pickle.dumps(reward))
     assert clone(completions, reference=["No pleural effusion."] * 2) == values
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR 1.5 needs Java")
+def test_meteor15_part_equals_pycocoevalcap_on_our_tokens():
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    cands = ["Small left pleural effusion.\nNo pneumothorax.", "Heart size normal |||", ""]
+    refs = ["There is a small left pleural effusion.", "The heart is normal in size.", "Clear lungs."]
+    reward = ConceptReward(meteor="meteor15")
+    try:
+        results = reward.score(cands, refs)
+    finally:
+        reward._meteor_scorer().close()
+    coco = Meteor()
+    try:
+        joined = [" ".join(tokenize(text)) for text in cands[:2]]
+        _, expected = coco.compute_score(
+            {i: [" ".join(tokenize(refs[i]))] for i in range(2)}, {i: [joined[i]] for i in range(2)}
+        )
+    finally:
+        coco.__del__()
+    assert [r["meteor"] for r in results[:2]] == pytest.approx(expected, abs=1e-9)
+    assert results[2] == {"value": 0.0, "rouge_l": 0.0, "meteor": 0.0, "bonus": 0.0}
+    assert reward.describe() == {"meteor_mode": "meteor-1.5"}
