@@ -110,7 +110,9 @@ def load_policy(
     source = _check_source(name_or_path)
     config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "cache_dir", "token") if k in kwargs}
     config = _load_config(_adapter_base(source) or source, **config_kwargs)
-    if type(config) not in AutoModelForImageTextToText._model_mapping:
+    # Remote-code models (trust_remote_code=True) register themselves through auto_map instead of the mapping.
+    remote = "AutoModelForImageTextToText" in (getattr(config, "auto_map", None) or {})
+    if not remote and type(config) not in AutoModelForImageTextToText._model_mapping:
         raise ValueError(
             f"{source} is a {config.model_type!r} model, which is not an image-text-to-text architecture "
             "(expected a vision-language model such as qwen2_5_vl or qwen3_vl)"
