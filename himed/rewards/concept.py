@@ -55,7 +55,7 @@ DEFAULT_KEYWORDS = "keywords.txt"
 # ROUGE-L (HiMed-RL eq. 4)
 
 
-@lru_cache(maxsize=1 << 14)
+@lru_cache(maxsize=1024)  # per reference: a step's distinct references (GRPO: batch / num_generations)
 def _match_masks(tokens: tuple[str, ...]) -> dict[str, int]:
     """For each distinct token, the bit set of its positions in ``tokens`` (bit i = position i)."""
     masks: dict[str, int] = {}

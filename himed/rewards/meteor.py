@@ -88,7 +88,7 @@ def _word_positions(words: Sequence[str]) -> dict[str, list[int]]:
     return positions
 
 
-@lru_cache(maxsize=1 << 12)
+@lru_cache(maxsize=1024)
 def _reference_positions(reference: tuple[str, ...]) -> dict[str, list[int]]:
     # Cached: in GRPO a group of completions shares one reference.
     return _word_positions(reference)

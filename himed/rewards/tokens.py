@@ -20,17 +20,19 @@ from himed.data.sections import DEFAULT_SECTIONS, extract_lenient
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
-# Large enough for a few GRPO steps of completions plus their references; each entry is a short tuple.
-_CACHE_SIZE = 1 << 16
+# Sized for one large GRPO step (512-1024 completions and their references) with room to spare, while bounding
+# memory: a ~100-word text and its tokens take ~6 KB, the four n-gram Counters of a reference ~80 KB.
+_TEXT_CACHE_SIZE = 8192
+_NGRAM_CACHE_SIZE = 2048
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
+@lru_cache(maxsize=_TEXT_CACHE_SIZE)
 def tokenize(text: str) -> tuple[str, ...]:
     """Lowercased ASCII alphanumeric runs of ``text``, in order, as a tuple (hashable, so callers can cache)."""
     return tuple(_TOKEN.findall(text.lower()))
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
+@lru_cache(maxsize=_TEXT_CACHE_SIZE)
 def _candidate_tokens(text: str, sections: tuple[str, ...]) -> tuple[str, ...]:
     return tokenize(extract_lenient(text, sections))
 
@@ -45,7 +47,7 @@ def ngrams(tokens: tuple[str, ...], n: int) -> list[tuple[str, ...]]:
     return list(zip(*(tokens[i:] for i in range(n)), strict=False))
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
+@lru_cache(maxsize=_NGRAM_CACHE_SIZE)
 def ngram_counts(tokens: tuple[str, ...], n: int) -> Counter:
     """Counts of the n-grams of ``tokens`` (read-only); cached because a reference serves a group of completions."""
     return Counter(ngrams(tokens, n))
