@@ -5,7 +5,7 @@ A pipeline YAML::
     # himed pipeline recipes/quickstart/pipeline.yaml
     output_dir: runs/quickstart
     launcher: python                   # or: accelerate launch --config_file launch/zero2.yaml
-    prepare:                           # himed sub-commands, skipped when their --out-dir already exists
+    prepare:                           # himed sub-commands, each run once (a marker records success)
       - [data, demo, --out-dir, runs/quickstart/demo]
       - [model, tiny, --arch, qwen2_5_vl, --out-dir, runs/quickstart/tiny-model]
     base_model: runs/quickstart/tiny-model
@@ -25,6 +25,7 @@ the command runs in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shlex
@@ -124,22 +125,26 @@ def stage_command(config: PipelineConfig, stage: StageConfig, model_path: str, o
     return command
 
 
-def _out_dir_of(step: list[str]) -> str | None:
-    return step[step.index("--out-dir") + 1] if "--out-dir" in step[:-1] else None
+def _prepare_marker(config: PipelineConfig, step: list[str]) -> Path:
+    digest = hashlib.sha256(json.dumps(step).encode()).hexdigest()[:16]
+    return Path(config.output_dir) / ".prepared" / f"{digest}.json"
 
 
 def run_prepare(config: PipelineConfig) -> None:
+    """Run each preparation command once: a marker written after it succeeds makes later runs skip it."""
     from himed.cli import main as himed_main
 
     for step in config.prepare:
-        out_dir = _out_dir_of(step)
-        if out_dir and Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
-            logger.info("prepare: %s exists, skipping `himed %s`", out_dir, " ".join(step))
+        marker = _prepare_marker(config, step)
+        if marker.is_file():
+            logger.info("prepare: `himed %s` already done, skipping", " ".join(step))
             continue
         logger.info("prepare: himed %s", " ".join(step))
         code = himed_main(step)
         if code:
             raise RuntimeError(f"prepare step `himed {' '.join(step)}` failed with exit code {code}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"command": step}))
 
 
 def run_evaluation(config: PipelineConfig, model_path: str, out_dir: Path) -> Path | None:
@@ -155,7 +160,7 @@ def run_evaluation(config: PipelineConfig, model_path: str, out_dir: Path) -> Pa
     args += ["--split", evaluation.split, "--out-dir", str(out_dir), "--clean", evaluation.clean]
     args += ["--max-new-tokens", str(evaluation.max_new_tokens), "--batch-size", str(evaluation.batch_size)]
     if evaluation.max_samples is not None:
-        args += ["--max-samples", str(evaluation.max_samples)]
+        args += ["--limit", str(evaluation.max_samples)]
     args += evaluation.extra_args
     code = himed_main(args)
     if code:
@@ -197,9 +202,9 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
             timings[f"{stage.name}/eval"] = time.perf_counter() - started
     summary: dict[str, Any] = {"final_model": model_path, "timings_s": timings}
     if evaluations:
-        from himed.metrics.compare import compare_runs
+        from himed.metrics.compare import compare_table, load_runs
 
-        table = compare_runs([str(path) for path in evaluations.values()], names=list(evaluations))
+        table = compare_table(load_runs([str(path) for path in evaluations.values()], names=list(evaluations)))
         (root / "comparison.md").write_text(table + "\n")
         print(table)
         summary["comparison"] = str(root / "comparison.md")

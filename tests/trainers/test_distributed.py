@@ -98,10 +98,10 @@ def test_grpo_deepspeed_zero2_on_cpu(tmp_path, tiny_dir, demo_dir):
     )
     accelerate_config = tmp_path / "zero2_cpu.yaml"
     accelerate_config.write_text(yaml.safe_dump(config))
-    recipe = write_recipe(tmp_path, tiny_dir, demo_dir)
+    recipe = write_recipe(tmp_path, tiny_dir, demo_dir, save_strategy="steps", save_steps=2)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     run([*launch, "-m", "himed.trainers.grpo", "--config", str(recipe)], tmp_path)
-    steps = logged_steps(tmp_path / "out")
+    steps = logged_steps(tmp_path / "out" / "checkpoint-2")
     assert len(steps) == 2 and all(entry["loss"] == entry["loss"] for entry in steps)
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
