@@ -39,7 +39,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from himed.data.sections import DEFAULT_SECTIONS
+from himed.data.sections import DEFAULT_SECTIONS, validate_sections
 from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
 from himed.rewards.tokens import candidate_tokens, tokenize
@@ -176,7 +176,7 @@ class ConceptReward(Reward):
         meteor_workers: int = 1,
         sections: Sequence[str] = DEFAULT_SECTIONS,
     ):
-        super().__init__(sections=sections)
+        super().__init__(sections=validate_sections(sections))
         if not rouge_beta > 0:
             raise ValueError(f"concept reward: rouge_beta must be positive, got {rouge_beta!r}")
         if meteor not in METEOR_BACKENDS:
@@ -196,9 +196,12 @@ class ConceptReward(Reward):
         except OSError as error:
             raise ValueError(f"concept reward: cannot read keywords {keywords!r}: {error}") from None
         self._scorer = None
+        if meteor_workers not in (1, 2) or (meteor == "nltk" and meteor_workers != 1):
+            raise ValueError(
+                "concept reward: meteor_workers is the number of METEOR 1.5 processes, 1 or 2, and applies to "
+                f"meteor: meteor15 only; got {meteor_workers!r} with meteor: {meteor}"
+            )
         if meteor == "meteor15":
-            if meteor_workers not in (1, 2):
-                raise ValueError(f"concept reward: meteor_workers must be 1 or 2, got {meteor_workers!r}")
             if shutil.which("java") is None:
                 raise ValueError("concept reward: meteor 'meteor15' needs Java on PATH; install it or use meteor: nltk")
 

@@ -168,7 +168,7 @@ class NltkMeteor:
         return synonyms
 
     def _synonym_match(self, hypothesis: list[str], reference: list[str]) -> list[tuple[int, int]]:
-        """nltk's ``_enum_wordnetsyn_match``: the last unused reference word that is a synonym of the hypothesis word."""
+        """nltk's ``_enum_wordnetsyn_match``: the last unused reference word that is a hypothesis word's synonym."""
         positions: dict[str, list[int]] = {}
         for j, word in enumerate(reference):
             positions.setdefault(word, []).append(j)

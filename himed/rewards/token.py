@@ -15,6 +15,8 @@ tokenized by :mod:`himed.rewards.tokens`:
   smooth_method="exp").score / 100`` on our tokens joined by spaces (sacrebleu's uniform weights, its ``exp``
   smoothing of zero-match orders; ``max_n`` sets its maximum n-gram order).
 
+``weights`` (the lambda_n) must be non-negative and sum to 1, so that the reward stays in [0, 1] like the paper's.
+
 Parts: ``p1``..``p{max_n}`` and ``bp`` (the unsmoothed quantities above, in both modes), reported by ``himed score``
 as ``token/p1``.. ``token/bp``.
 """
@@ -25,7 +27,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from himed.data.sections import DEFAULT_SECTIONS
+from himed.data.sections import DEFAULT_SECTIONS, validate_sections
 from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
 from himed.rewards.tokens import candidate_tokens, ngram_counts, tokenize
@@ -80,7 +82,7 @@ class TokenReward(Reward):
         mean: str = "arithmetic",
         sections: Sequence[str] = DEFAULT_SECTIONS,
     ):
-        super().__init__(sections=sections)
+        super().__init__(sections=validate_sections(sections))
         if not isinstance(max_n, int) or isinstance(max_n, bool) or max_n < 1:
             raise ValueError(f"token reward: max_n must be a positive integer, got {max_n!r}")
         if mean not in MEANS:

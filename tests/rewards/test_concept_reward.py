@@ -178,6 +178,10 @@ def test_bad_kwargs_are_errors(tmp_path):
         ConceptReward(keywords=["...", "# only a comment"])
     with pytest.raises(ValueError, match="cannot read"):
         ConceptReward(keywords=str(tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match="meteor_workers"):
+        ConceptReward(meteor_workers=2)  # nltk runs in-process: a worker count would silently do nothing
+    with pytest.raises(ValueError, match="section"):
+        ConceptReward(sections=("impression",))
 
 
 def test_describe_reports_the_meteor_mode():

@@ -67,7 +67,10 @@ def test_identical_text_scores_one_and_empty_scores_zero():
 
 
 def test_candidate_is_the_lenient_extraction():
-    completion = "<think>the heart rationale</think>\n<finding>Heart size normal.</finding>\n<impression>Lungs clear.</impression>"
+    completion = (
+        "<think>the heart rationale</think>\n<finding>Heart size normal.</finding>\n"
+        "<impression>Lungs clear.</impression>"
+    )
     reference = "heart size normal lungs clear"
     [tagged] = TokenReward().score([completion], [reference])
     [plain] = TokenReward().score(["Heart size normal. Lungs clear."], [reference])
@@ -158,6 +161,8 @@ def test_bad_kwargs_are_errors():
         TokenReward(mean="geometric", weights=[0.4, 0.2, 0.2, 0.2])
     with pytest.raises(ValueError, match="max_n"):
         TokenReward(max_n=0)
+    with pytest.raises(ValueError, match="section"):
+        TokenReward(sections=("finding", "think"))
 
 
 def test_picklable_and_registered():
