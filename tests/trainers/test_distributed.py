@@ -18,9 +18,9 @@ pytestmark = pytest.mark.slow
 SCHEDULE = {"name": "linear", "total_steps": 6, "alpha_min": 0.1}
 
 
-def write_recipe(tmp_path, tiny_dir, demo_dir, **overrides) -> Path:
+def write_recipe(tmp_path, tiny_model_dir, demo_dir, **overrides) -> Path:
     recipe = {
-        "model_name_or_path": str(tiny_dir),
+        "model_name_or_path": str(tiny_model_dir),
         "data_path": str(demo_dir),
         "max_train_samples": 24,
         "output_dir": str(tmp_path / "out"),
@@ -76,8 +76,8 @@ def run(command, tmp_path, timeout=900):
     return result
 
 
-def test_grpo_two_processes_torchrun(tmp_path, tiny_dir, demo_dir):
-    recipe = write_recipe(tmp_path, tiny_dir, demo_dir, save_strategy="steps", save_steps=2)
+def test_grpo_two_processes_torchrun(tmp_path, tiny_model_dir, demo_dir):
+    recipe = write_recipe(tmp_path, tiny_model_dir, demo_dir, save_strategy="steps", save_steps=2)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
     run(
         [*torchrun, environment(tmp_path)["MASTER_PORT"], "-m", "himed.trainers.grpo", "--config", str(recipe)],
@@ -90,7 +90,7 @@ def test_grpo_two_processes_torchrun(tmp_path, tiny_dir, demo_dir):
     assert len(records) == 4 and all(len(record["ids"]) == 4 for record in records)
 
 
-def test_grpo_deepspeed_zero2_on_cpu(tmp_path, tiny_dir, demo_dir):
+def test_grpo_deepspeed_zero2_on_cpu(tmp_path, tiny_model_dir, demo_dir):
     pytest.importorskip("deepspeed", reason="install the deepspeed extra: pip install -e '.[deepspeed]'")
     config = yaml.safe_load((ROOT / "launch" / "zero2.yaml").read_text())
     config.update(
@@ -98,7 +98,7 @@ def test_grpo_deepspeed_zero2_on_cpu(tmp_path, tiny_dir, demo_dir):
     )
     accelerate_config = tmp_path / "zero2_cpu.yaml"
     accelerate_config.write_text(yaml.safe_dump(config))
-    recipe = write_recipe(tmp_path, tiny_dir, demo_dir, save_strategy="steps", save_steps=2)
+    recipe = write_recipe(tmp_path, tiny_model_dir, demo_dir, save_strategy="steps", save_steps=2)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     run([*launch, "-m", "himed.trainers.grpo", "--config", str(recipe)], tmp_path)
     steps = logged_steps(tmp_path / "out" / "checkpoint-2")
@@ -106,18 +106,18 @@ def test_grpo_deepspeed_zero2_on_cpu(tmp_path, tiny_dir, demo_dir):
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
-def test_kill_and_resume_continues_schedule_and_data_order(tmp_path, tiny_dir, demo_dir):
+def test_kill_and_resume_continues_schedule_and_data_order(tmp_path, tiny_model_dir, demo_dir):
     # Reference: an uninterrupted 4-step run records the data order it saw.
     reference_dir = tmp_path / "reference"
     reference_dir.mkdir()
-    recipe = write_recipe(reference_dir, tiny_dir, demo_dir, max_steps=4)
+    recipe = write_recipe(reference_dir, tiny_model_dir, demo_dir, max_steps=4)
     run([sys.executable, "-m", "himed.trainers.grpo", "--config", str(recipe)], reference_dir)
     reference_order = [json.loads(line)["ids"] for line in (reference_dir / "ids.jsonl").read_text().splitlines()]
 
     # Interrupted run: killed (SIGKILL) as soon as checkpoint-2 is complete, then resumed with `last`.
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
-    recipe = write_recipe(resumed_dir, tiny_dir, demo_dir, max_steps=4, save_strategy="steps", save_steps=2)
+    recipe = write_recipe(resumed_dir, tiny_model_dir, demo_dir, max_steps=4, save_strategy="steps", save_steps=2)
     command = [sys.executable, "-m", "himed.trainers.grpo", "--config", str(recipe)]
     process = subprocess.Popen(
         command, cwd=ROOT, env=environment(resumed_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

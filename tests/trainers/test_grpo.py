@@ -25,7 +25,7 @@ ALL_CPU_REWARDS = [
 ]
 
 
-def make_args(tmp_path, tiny_dir, demo_dir, rewards, **grpo_overrides):
+def make_args(tmp_path, tiny_model_dir, demo_dir, rewards, **grpo_overrides):
     data = DataArguments(data_path=str(demo_dir), max_train_samples=16)
     reward = RewardArguments(schedule=SCHEDULE, rewards=rewards)
     options = dict(
@@ -44,18 +44,18 @@ def make_args(tmp_path, tiny_dir, demo_dir, rewards, **grpo_overrides):
         seed=0,
     )
     options.update(grpo_overrides)
-    return data, reward, GRPOConfig(**options), ModelConfig(model_name_or_path=str(tiny_dir))
+    return data, reward, GRPOConfig(**options), ModelConfig(model_name_or_path=str(tiny_model_dir))
 
 
-def changed_parameters(model, tiny_dir) -> int:
-    initial = load_file(str(tiny_dir / "model.safetensors"))
+def changed_parameters(model, tiny_model_dir) -> int:
+    initial = load_file(str(tiny_model_dir / "model.safetensors"))
     current = {name: p.detach() for name, p in model.named_parameters()}
     return sum(1 for name, value in initial.items() if name in current and not torch.equal(value, current[name]))
 
 
-def test_grpo_trains_with_scheduled_weights_and_imputation(tmp_path, tiny_dir, demo_dir, monkeypatch):
+def test_grpo_trains_with_scheduled_weights_and_imputation(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))  # so that tests.trainers.flaky_rewards imports by its dotted path
-    trainer = run_grpo(*make_args(tmp_path, tiny_dir, demo_dir, ALL_CPU_REWARDS))
+    trainer = run_grpo(*make_args(tmp_path, tiny_model_dir, demo_dir, ALL_CPU_REWARDS))
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 3
     schedule = build_schedule(SCHEDULE)
@@ -76,15 +76,15 @@ def test_grpo_trains_with_scheduled_weights_and_imputation(tmp_path, tiny_dir, d
         assert entry["rewards/flaky/failure_rate"] == pytest.approx(0.5)
         assert entry["rewards/token/failure_rate"] == 0.0
         assert math.isfinite(entry["reward"])
-    assert changed_parameters(trainer.model, tiny_dir) > 0
+    assert changed_parameters(trainer.model, tiny_model_dir) > 0
     provenance = (tmp_path / "grpo" / PROVENANCE_FILE).read_text()
     assert '"semantic"' in provenance and "effective_weights" in provenance
     assert (tmp_path / "grpo" / "model.safetensors").is_file()
 
 
-def test_grpo_with_lora_saves_adapter_and_merged_model(tmp_path, tiny_dir, demo_dir):
+def test_grpo_with_lora_saves_adapter_and_merged_model(tmp_path, tiny_model_dir, demo_dir):
     data, reward, grpo, model = make_args(
-        tmp_path, tiny_dir, demo_dir, [{"name": "format"}, {"name": "token"}], max_steps=2
+        tmp_path, tiny_model_dir, demo_dir, [{"name": "format"}, {"name": "token"}], max_steps=2
     )
     model.use_peft = True
     model.lora_r = 4
@@ -98,11 +98,11 @@ def test_grpo_with_lora_saves_adapter_and_merged_model(tmp_path, tiny_dir, demo_
     assert lora_b and any(value.abs().sum() > 0 for value in lora_b)  # lora_B starts at zero: non-zero = trained
     merged = load_file(str(output / "model.safetensors"))
     assert not any("lora" in name for name in merged)
-    assert changed_parameters_in(merged, tiny_dir) > 0
+    assert changed_parameters_in(merged, tiny_model_dir) > 0
 
 
-def changed_parameters_in(state, tiny_dir) -> int:
-    initial = load_file(str(tiny_dir / "model.safetensors"))
+def changed_parameters_in(state, tiny_model_dir) -> int:
+    initial = load_file(str(tiny_model_dir / "model.safetensors"))
     return sum(1 for name, value in initial.items() if name in state and not torch.equal(value, state[name]))
 
 

@@ -41,7 +41,7 @@ def test_stage_command_chains_models(tmp_path):
 
 
 @pytest.mark.slow
-def test_pipeline_runs_stages_evaluates_and_resumes(tmp_path, tiny_dir, demo_dir):
+def test_pipeline_runs_stages_evaluates_and_resumes(tmp_path, tiny_model_dir, demo_dir):
     common = {"model_name_or_path": "unused", "data_path": str(demo_dir), "max_train_samples": 16}
     sft = small_recipe("sft", tmp_path, max_steps=4, per_device_train_batch_size=4, warmup_steps=0, **common)
     grpo = small_recipe(
@@ -57,7 +57,7 @@ def test_pipeline_runs_stages_evaluates_and_resumes(tmp_path, tiny_dir, demo_dir
     run_dir = tmp_path / "run"
     pipeline = {
         "output_dir": str(run_dir),
-        "base_model": str(tiny_dir),
+        "base_model": str(tiny_model_dir),
         "evaluate": {
             "data_path": str(demo_dir),
             "split": "test",
