@@ -5,15 +5,17 @@
 from the end of the hypothesis; chunks counted over the matches sorted by hypothesis position), reimplemented in
 :class:`NltkMeteor` with per-word caches of stems and synonyms, because nltk re-stems every unmatched word and
 re-reads WordNet for every pair; on 100-word reports that was most of the reward's time. Equality with nltk is
-tested on many pairs: without WordNet, with a small synthetic one, and with the real WordNet 3.0. One nltk quirk is kept on purpose: the synonym stage looks up
-the *stems* left over by the stem stage (nltk hands the stemmed words on), not the surface words.
+tested on many pairs: without WordNet, with a small synthetic one, and with the real WordNet 3.0. One nltk quirk
+is kept on purpose: the synonym stage looks up the *stems* left over by the stem stage (nltk hands the stemmed
+words on), not the surface words.
 
 WordNet: nltk normally downloads it at run time; himed never downloads. When nltk can find WordNet on its data
 path, synonyms are used (mode ``nltk-wordnet``). Offline, Debian's ``wordnet-base`` and ``wordnet-sense-index``
 files (``/usr/share/wordnet``) work when copied, not symlinked (nltk 3.10 refuses files that resolve outside its
 data path), to ``<nltk_data>/corpora/wordnet`` with a ``lexnames`` file added (Debian lacks it; see
-tests/rewards/test_meteor.py). Otherwise a stand-in whose ``synsets()`` returns nothing leaves exact + stem matching (mode
-``nltk-exact-stem``), which for this English, single-reference, lower-cased setting only loses synonym matches.
+tests/rewards/test_meteor.py). Otherwise a stand-in whose ``synsets()`` returns nothing leaves exact + stem
+matching (mode ``nltk-exact-stem``), which for this English, single-reference, lower-cased setting only loses
+synonym matches.
 The mode is logged once per process and reported by ``ConceptReward.describe()`` and ``himed score``.
 
 ``meteor15`` runs the METEOR 1.5 jar that pycocoevalcap ships (``java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en
