@@ -81,7 +81,7 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
             r"mediastinum (?:is|appears) (?:\w+ )?widened",
         ),
         NEGATIVE: (
-            rf"{_CM_SILHOUETTE} {_BE}(?: otherwise)?(?: grossly)? {_NORMAL}",
+            rf"{_CM_SILHOUETTE}(?: {_BE})?(?: otherwise)?(?: grossly)? {_NORMAL}",
             rf"{_CM_SILHOUETTE} {_BE} (?:\w+ )?(?:and|,) {_NORMAL}",
             r"normal (?:cardiomediastinal|mediastinal|heart and mediastinal) (?:silhouettes?|contours?|size)",
             r"mediastinum (?:is|appears) (?:normal|unremarkable)",
@@ -104,6 +104,9 @@ MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
             r"(?:heart|cardiac silhouette) (?:is |appears )?normal in size",
             r"normal size of the heart",
             _HEART_AND_MEDIASTINUM_NORMAL,
+            # "Heart size and pulmonary vascularity appear within normal limits."
+            rf"{_HEART},? and (?:the )?(?:[\w-]+ ){{1,3}}(?:are|appear) (?:otherwise )?(?:grossly )?"
+            r"(?:normal|within normal limits|unremarkable)",
         ),
         UNCERTAIN: (
             rf"{_HEART} {_BE}? ?(?:at the )?(?:top[- ]normal|upper limits? of normal|borderline(?: \w+)?)",
@@ -326,17 +329,24 @@ _POST_NEGATION_RE = re.compile(
     r"(?:was|were|is|are)\s+(?:\w+\s+)?(?:removed|absent|excluded|resolved)\b|"
     r"(?:resolved|removed|removal)\b)"
 )
+_HEDGE = (
+    r"(?:(?:may|might|could)\s+(?:be\s+|represent\s+|reflect\s+)|likely\s+(?:represents?\s+|reflects?\s+)?|"
+    r"probably\s+|possibly\s+|partly\s+|in part\s+)"
+)
+_EXPLAINED_BY = r"(?:due to|related to|secondary to|accentuated by|exaggerated by)"
+_TECHNICAL = (
+    r"(?:a\s+|an\s+|the\s+)?(?:\w+\s+)?(?:overlying|soft tissue|technique|positioning|rotation|artifact|overlap|"
+    r"projection|low lung volumes|lordotic|portable|nipple shadows?|vessels? on end|vascular shadows?|summation)"
+)
 _POST_UNCERTAIN_RE = re.compile(
     r"(?:[\s,]+[\w-]+){0,4}?(?:\s*\?|\s+(?:(?:cannot|can not|could not|can't)\s+be\s+(?:entirely\s+|completely\s+)?"
     r"(?:excluded|ruled out)|(?:is|are|was|were)\s+(?:also\s+|more\s+|less\s+)?(?:possible|likely|probable|"
     r"suspected|questioned|not excluded|not ruled out|a possibility|considered|in the differential)\b|"
     r"(?:versus|vs\.?)\s|(?:may|might|could)\s+(?:be|also be)\s+(?:present|seen)\b|"
     r"is\s+not\s+(?:entirely\s+)?(?:excluded|ruled out)\b|"
-    # "Opacity may be due to overlying soft tissue", "contours are widened, likely due to AP technique": the finding
-    # itself is in doubt (a technical explanation, not a disease one).
-    r"(?:(?:may|might|could)\s+be\s+|likely\s+|probably\s+|possibly\s+|partly\s+|in part\s+)?"
-    r"(?:due to|related to|secondary to|accentuated by|exaggerated by)\s+(?:\w+\s+)?(?:overlying|soft tissue|"
-    r"technique|positioning|rotation|artifact|overlap|projection|low lung volumes|lordotic|portable)))"
+    # "Opacity may be due to overlying soft tissue", "contours are widened, likely due to AP technique", "density
+    # may represent a nipple shadow": the finding itself is in doubt (a technical explanation, not a disease one).
+    rf"(?:{_HEDGE}(?:{_EXPLAINED_BY}\s+)?|{_EXPLAINED_BY}\s+){_TECHNICAL}))"
 )
 # Clause breakers inside a sentence: cues never reach across them.
 _CLAUSE_BREAKERS = (

@@ -13,6 +13,8 @@ are Support Devices.
 - ``BLIND_REPORTS``: 20 multi-sentence reports written after the rules had been tuned on the sets above, scored
   before any change for them (first look: 19 of 20 reports exactly right, 48 of 49 report-observation pairs, 98.0%);
   the one miss ("widened, likely due to AP technique") was fixed afterwards.
+- ``BLIND_IU``: 20 IU X-ray style reports written last, scored before any change for them (first look: 17 of 20
+  reports exactly right, 29 of 33 report-observation pairs, 87.9%); the three misses were fixed afterwards.
 """
 
 from __future__ import annotations
@@ -346,4 +348,43 @@ BLIND_REPORTS = [
     ),
     ("No evidence of pneumothorax status post right thoracentesis. Small residual right effusion.", {PX: N, PE: P}),
     ("Lungs are clear. No pleural effusion. Normal cardiac silhouette. No fracture.", {PE: N, CM: N, FR: N}),
+]
+
+# IU X-ray style reports, written last (see the module docstring).
+BLIND_IU = [
+    ("The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.", {CM: N, EC: N}),
+    (
+        "Heart size and pulmonary vascularity appear within normal limits. No pneumothorax or pleural effusion is "
+        "seen. There are no focal areas of consolidation.",
+        {CM: N, PX: N, PE: N, CO: N},
+    ),
+    (
+        "The cardiac silhouette is enlarged. There is prominence of the pulmonary vasculature. No focal airspace "
+        "disease.",
+        {CM: P, LO: N},
+    ),
+    ("Calcified granuloma in the left upper lobe. No acute disease.", {}),
+    ("Stable right upper lobe scarring. No suspicious pulmonary mass or nodule.", {LL: N}),
+    ("Degenerative changes of the thoracic spine. No acute bony abnormality.", {}),
+    ("Mildly hyperexpanded lungs. Otherwise normal chest.", {}),
+    ("Streaky left basilar airspace opacity most consistent with subsegmental atelectasis.", {LO: P, AT: P}),
+    ("Borderline heart size. Tortuous aorta.", {CM: U}),
+    ("There is a moderate right pleural effusion with associated compressive atelectasis.", {PE: P, AT: P}),
+    ("No evidence of active disease.", {}),
+    (
+        "Interval development of bilateral lower lobe airspace disease concerning for multifocal pneumonia.",
+        {LO: P, PN: U},
+    ),
+    ("Right-sided chest port with catheter tip in the superior vena cava.", {SD: P}),
+    ("Cardiomediastinal silhouette within normal limits for size and contour.", {EC: N}),
+    (
+        "Lungs are clear bilaterally. Specifically, no evidence of focal consolidation, pneumothorax, or pleural "
+        "effusion.",
+        {CO: N, PX: N, PE: N},
+    ),
+    ("Elevation of the right hemidiaphragm. Heart size normal.", {CM: N}),
+    ("Mild interstitial prominence may reflect mild edema or atypical infection.", {LO: P, ED: U, PN: U}),
+    ("Small nodular density in the right midlung may represent a nipple shadow.", {LL: U, LO: U}),
+    ("Status post median sternotomy and CABG.", {}),
+    ("Postsurgical changes from left upper lobectomy. No new airspace consolidation.", {CO: N}),
 ]
