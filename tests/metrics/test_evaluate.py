@@ -221,3 +221,12 @@ def test_radgraph_f1_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config["radgraph"]["unscored_pairs"] == 1
     without, _, _ = score_lines(lines, meteor="nltk")
     assert not any(name.startswith("radgraph") for name in without)
+
+
+def test_without_java_the_cli_writes_meteor_nltk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no java on the PATH
+    path = write_jsonl(tmp_path / "p.jsonl", GOOD)
+    assert main(["evaluate", "--predictions", str(path), "--out-dir", str(tmp_path / "o")]) == 0  # --meteor auto
+    result = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert "meteor_nltk" in result["metrics"] and "meteor" not in result["metrics"]
+    assert "| meteor_nltk |" in (tmp_path / "o" / "metrics.md").read_text()
