@@ -425,8 +425,25 @@ def metrics_markdown(result: Mapping[str, Any]) -> str:
         "|---|---:|",
     ]
     lines += [f"| {name} | {format_value(value)} |" for name, value in result["metrics"].items()]
+    cleaning = (
+        "the text as given (whitespace collapsed; --clean none: not R2Gen's cleaning)"
+        if config.get("clean") == "none"
+        else f"text cleaned by R2Gen's `{config.get('clean')}` rule"
+    )
+    lines += [
+        "",
+        f"How these compare with published tables: BLEU, METEOR, ROUGE-L and CIDEr are corpus-level pycocoevalcap 1.2 "
+        f"numbers on {cleaning} (no PTB tokenizer, no reference truncation, no <unk> mapping); CIDEr's IDF comes "
+        "from these references, so it depends on the test set.",
+    ]
     if "meteor_nltk" in result["metrics"]:
         lines += ["", "meteor_nltk is nltk's METEOR, not the METEOR 1.5 jar: not comparable with papers' METEOR."]
+    if config.get("labeler") == "rules":
+        lines += [
+            "",
+            "Clinical efficacy uses himed's rule labeler; papers label with the CheXpert labeler or CheXbert, so "
+            "ce_* numbers are comparable with theirs only when re-run with --labeler chexbert.",
+        ]
     for name, reason in config.get("undefined", {}).items():
         lines.append(f"\n{name}: not defined for this set ({reason}).")
     lines += ["", "Configuration:", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
