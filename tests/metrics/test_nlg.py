@@ -10,25 +10,33 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge, my_lcs
 
+from himed.data.normalize import clean_report
 from himed.metrics import nlg
 
-# Already cleaned the R2Gen way (lowercase, " ." between sentences), as evaluate hands them to the scorers.
-REFERENCES = [
-    "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear .",
-    "there is a small left pleural effusion . no pneumothorax . mild cardiomegaly .",
-    "the cardiomediastinal silhouette is within normal limits . no focal consolidation .",
-    "interval placement of a right internal jugular central venous catheter with tip in the svc .",
-    "bibasilar atelectasis . no pleural effusion or pneumothorax . heart size is normal .",
-    "lungs are hyperexpanded . no acute cardiopulmonary process .",
+# Report text as radiologists write it; the scorers get it through R2Gen's MIMIC-CXR cleaning, as in evaluate.
+RAW_REFERENCES = [
+    "The heart is normal in size. The mediastinum is unremarkable.\nThe lungs are clear.",
+    "There is a small left pleural effusion. No pneumothorax. Mild cardiomegaly.",
+    "The cardiomediastinal silhouette is within normal limits. No focal consolidation.",
+    "Interval placement of a right internal jugular central venous catheter with tip in the SVC.",
+    "1. Bibasilar atelectasis. 2. No pleural effusion or pneumothorax. 3. Heart size is normal.",
+    "Lungs are hyperexpanded. No acute cardiopulmonary process.",
 ]
-PREDICTIONS = [
-    "the heart is normal in size . the lungs are clear .",
-    "small left pleural effusion . no pneumothorax . the heart is enlarged .",
-    "the cardiomediastinal silhouette is normal . no focal consolidation , effusion or pneumothorax .",
-    "right internal jugular catheter tip in the svc . no pneumothorax .",
+RAW_PREDICTIONS = [
+    "The heart is normal in size.  The lungs are clear.",
+    "Small left pleural effusion; no pneumothorax. The heart is enlarged.",
+    "The cardiomediastinal silhouette is normal. No focal consolidation, effusion or pneumothorax.",
+    "Right internal jugular catheter tip in the SVC. No pneumothorax.",
     "",
-    "no acute cardiopulmonary process . lungs are hyperexpanded . lungs are clear .",
+    "No acute cardiopulmonary process. Lungs are hyperexpanded. Lungs are clear.",
 ]
+REFERENCES = [clean_report(text, "mimic_cxr") for text in RAW_REFERENCES]
+PREDICTIONS = [clean_report(text, "mimic_cxr") for text in RAW_PREDICTIONS]
+
+
+def test_the_texts_are_r2gen_cleaned() -> None:
+    assert REFERENCES[0] == "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear ."
+    assert all("\n" not in text and text == text.lower() for text in REFERENCES + PREDICTIONS)
 
 
 @pytest.fixture(scope="module")
