@@ -230,3 +230,22 @@ def test_without_java_the_cli_writes_meteor_nltk(tmp_path: Path, monkeypatch: py
     result = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert "meteor_nltk" in result["metrics"] and "meteor" not in result["metrics"]
     assert "| meteor_nltk |" in (tmp_path / "o" / "metrics.md").read_text()
+
+
+def test_cli_references_from_data_by_id(tmp_path: Path, capsys) -> None:
+    assert main(["data", "demo", "--out-dir", str(tmp_path / "demo"), "--n", "30"]) == 0
+    capsys.readouterr()
+    test_ids = [row["id"] for row in json.loads((tmp_path / "demo" / "annotation.json").read_text())["test"]]
+    records = [
+        {"id": i, "prediction": "<think>x</think><finding>No effusion.</finding><impression>Normal.</impression>"}
+        for i in test_ids
+    ]
+    path = write_jsonl(tmp_path / "p.jsonl", records)
+    common = ["--data", str(tmp_path / "demo"), "--split", "test", "--meteor", "nltk"]
+    assert main(["evaluate", "--predictions", str(path), "--out-dir", str(tmp_path / "o"), *common]) == 0
+    result = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert result["n"] == len(test_ids) and result["config"]["split"] == "test"
+    assert result["metrics"]["format_rate"] == 1.0
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*records[1:], dict(records[0], id="not-a-study")])
+    code, err = run_cli(capsys, "evaluate", "--predictions", str(bad), "--out-dir", str(tmp_path / "o2"), *common)
+    assert code == 2 and f"line {len(records)}: id not in the dataset split (mismatched ids)" in err
