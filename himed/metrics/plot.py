@@ -5,8 +5,9 @@ Panels, each drawn only when its keys were logged (x axis: the optimizer step of
 1. reward components: ``rewards/<name>/mean`` for every reward (TRL's per-function means, before weighting);
 2. total reward: ``reward`` (TRL's weighted sum, i.e. HiMed-RL eq. 8-9 with the scheduled weights);
 3. schedule: ``schedule/alpha_low`` and ``schedule/alpha_high`` (HiMed-RL eq. 10, logged by himed's trainer);
-4. failures and judge: ``rewards/<name>/failure_rate`` (components imputed because they returned None) and every
-   ``judge/*`` key (the semantic judge's own counters).
+4. failure rates: ``rewards/<name>/failure_rate`` (components imputed because they returned None) and the
+   semantic judge's ``<reward>/judge/failure_rate`` (requests that failed after retries); the judge's other
+   counters (calls, latency) are on another scale and are left out.
 
 ``--log-dir`` is a training output directory or a checkpoint; when it has no ``trainer_state.json`` itself, the
 newest ``checkpoint-*`` inside it is used (Trainer writes the file with every checkpoint).
@@ -22,6 +23,8 @@ from pathlib import Path
 
 _COMPONENT = re.compile(r"^rewards/(.+)/mean$")
 _FAILURE = re.compile(r"^rewards/(.+)/failure_rate$")
+# The semantic reward logs its judge's counters through TRL's log_metric as ``<reward>/judge/<counter>``.
+_JUDGE_FAILURE = re.compile(r"^(?:(.+)/)?judge/failure_rate$")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -81,7 +84,7 @@ def panel_keys(history: Sequence[Mapping]) -> dict[str, list[str]]:
         "reward components": [k for k in seen if _COMPONENT.match(k)],
         "total reward": [k for k in seen if k == "reward"],
         "schedule": [k for k in ("schedule/alpha_low", "schedule/alpha_high") if k in seen],
-        "failures and judge": [k for k in seen if _FAILURE.match(k) or k.startswith("judge/")],
+        "failure rates": [k for k in seen if _FAILURE.match(k) or _JUDGE_FAILURE.match(k)],
     }
     return {title: keys for title, keys in panels.items() if keys}
 
@@ -90,7 +93,9 @@ def _label(key: str) -> str:
     if match := _COMPONENT.match(key):
         return match.group(1)
     if match := _FAILURE.match(key):
-        return f"{match.group(1)} failure rate"
+        return f"{match.group(1)} (reward returned None)"
+    if match := _JUDGE_FAILURE.match(key):
+        return f"{match.group(1) or 'judge'}: judge failures"
     return key.removeprefix("schedule/")
 
 
@@ -107,7 +112,7 @@ def plot_training(log_dir: str | Path, output: str | Path) -> list[str]:
     if not panels:
         raise ValueError(
             f"{path}: the log history has none of rewards/<name>/mean, reward, schedule/alpha_low|high, "
-            "rewards/<name>/failure_rate, judge/*"
+            "rewards/<name>/failure_rate, <reward>/judge/failure_rate"
         )
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), sharex=True, squeeze=False)
     for axis, (title, keys) in zip(axes[:, 0], panels.items(), strict=True):

@@ -74,7 +74,8 @@ def synthetic_state(steps: int = 40) -> dict:
             "reward": alpha_low * 0.6 + (1 - alpha_low) * (1.0 + 0.03 * step),
             "schedule/alpha_low": alpha_low,
             "schedule/alpha_high": 1 - alpha_low,
-            "judge/timeouts": float(step % 5 == 0),
+            "semantic/judge/failure_rate": 0.2 if step % 5 == 0 else 0.0,
+            "semantic/judge/latency_p95": 3.5,
         }
         history.append(entry)
     history.append({"step": steps, "train_runtime": 12.0})  # the final summary entry has none of the keys
@@ -88,8 +89,8 @@ def test_plot_draws_every_panel(tmp_path: Path) -> None:
     assert main(["plot", "--log-dir", str(tmp_path / "run"), "--output", str(output)]) == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 20_000
     keys = panel_keys(synthetic_state()["log_history"])
-    assert list(keys) == ["reward components", "total reward", "schedule", "failures and judge"]
-    assert keys["failures and judge"] == ["rewards/semantic/failure_rate", "judge/timeouts"]
+    assert list(keys) == ["reward components", "total reward", "schedule", "failure rates"]
+    assert keys["failure rates"] == ["rewards/semantic/failure_rate", "semantic/judge/failure_rate"]
 
 
 def test_plot_uses_the_newest_checkpoint_and_skips_absent_panels(tmp_path: Path) -> None:
