@@ -11,8 +11,10 @@ keyword bonus by testing each keyword against the candidate, the format check pe
 called once per report (candidate, reference, finding and impression sections). The benchmark also checks that the
 two paths give the same values (max absolute difference per reward).
 
-Data: seeded and procedural. Sentences come from the demo report generator (:func:`himed.data.demo.report_corpus`);
-each reference strings sentences to about 100 words; each completion keeps, swaps or drops the reference's
+Data: seeded and procedural. Sentences come from the demo report generator (:func:`himed.data.demo.report_corpus`),
+half of them (``--variation``) varied by a word swap or a trailing qualifier, since the generator has only ~200
+distinct sentences and caches keyed by sentence would otherwise make the batch unrealistically cheap; each
+reference strings sentences to about 100 words; each completion keeps, swaps or drops the reference's
 sentences and fills up to about 100 words, in the recipe's tagged format (10% malformed, untagged, so the format
 and consistency rewards see failures). Completions come in groups of ``--group-size`` per reference, as GRPO
 generates them (``num_generations`` 8); ``--group-size 1`` gives every completion its own reference.
@@ -20,8 +22,9 @@ generates them (``num_generations`` 8); ``--group-size 1`` gives every completio
 Wall time is what the targets are about; CPU time (``*_cpu``) is printed next to it because other processes on a
 shared machine inflate wall time (the load average is recorded). Two timings per path are reported: ``cold``
 (fresh reward objects and empty caches: the first step of a run) and ``steady`` (the rewards have already scored
-one other batch, as at every later training step; per-text caches are emptied so that no text of the timed batch
-is cached). Each is the median of ``--repeats`` runs. Module imports happen once before any timing (they are a
+one other batch, as at every later training step; whole-text caches are emptied so that no text of the timed batch
+is cached, while caches of parts of texts, METEOR's stems and the labeler's sentences, keep what the other batch
+put there). Each is the median of ``--repeats`` runs. Module imports happen once before any timing (they are a
 start-up cost of the process, not of a step).
 """
 
@@ -63,19 +66,56 @@ def _words(sentences: list[str]) -> int:
     return sum(len(s.split()) for s in sentences)
 
 
-def _fill(sentences: list[str], bank: list[str], rng: random.Random, words: int) -> list[str]:
+def _fill(sentences: list[str], draw, words: int) -> list[str]:
     while _words(sentences) < words:
-        sentences.append(rng.choice(bank))
+        sentences.append(draw())
     return sentences
 
 
-def make_batch(n: int, group_size: int, seed: int, words: int = 100) -> tuple[list[str], list[str]]:
-    """``n`` tagged completions and their references (``n / group_size`` distinct references)."""
+# Word swaps and trailing qualifiers that keep a templated sentence radiological while making it new text: the
+# demo generator has only ~200 distinct sentences, and caches keyed by sentence (the rule labeler's) would make
+# such a batch unrealistically cheap. Real completions repeat sentences too, but far less than 200 per batch.
+_SWAPS = {
+    "left": "right", "right": "left", "mild": "moderate", "moderate": "mild", "small": "large", "large": "small",
+    "no": "a", "both": "the", "normal": "enlarged", "upper": "lower", "lower": "upper", "is": "remains",
+}  # fmt: skip
+_QUALIFIERS = (
+    "compared with the prior study", "on the frontal view", "since the prior radiograph", "unchanged",
+    "new since the prior exam", "at the lung bases", "in the retrocardiac region", "without change",
+    "slightly improved", "on this portable examination", "as before", "when compared to yesterday",
+)  # fmt: skip
+
+
+def vary(sentence: str, rng: random.Random) -> str:
+    """A variant of a report sentence: one word swapped and/or a qualifier added before the period."""
+    words = sentence.rstrip(".").split()
+    swappable = [i for i, w in enumerate(words) if w.lower() in _SWAPS]
+    if swappable and rng.random() < 0.7:
+        i = rng.choice(swappable)
+        swapped = _SWAPS[words[i].lower()]
+        words[i] = swapped.capitalize() if words[i][0].isupper() else swapped
+    if rng.random() < 0.6 or not swappable:
+        words.append(rng.choice(_QUALIFIERS))
+    return " ".join(words) + "."
+
+
+def make_batch(
+    n: int, group_size: int, seed: int, words: int = 100, variation: float = 0.5
+) -> tuple[list[str], list[str]]:
+    """``n`` tagged completions and their references (``n / group_size`` distinct references).
+
+    ``variation``: the probability that a sampled sentence is replaced by a :func:`vary` variant.
+    """
     rng = random.Random(seed)
     bank = sentence_bank(seed)
+
+    def draw() -> str:
+        sentence = rng.choice(bank)
+        return vary(sentence, rng) if rng.random() < variation else sentence
+
     completions, references = [], []
     while len(completions) < n:
-        reference = _fill([], bank, rng, words)
+        reference = _fill([], draw, words)
         for _ in range(group_size):
             kept = []
             for sentence in reference:
@@ -83,8 +123,8 @@ def make_batch(n: int, group_size: int, seed: int, words: int = 100) -> tuple[li
                 if roll < 0.7:
                     kept.append(sentence)
                 elif roll < 0.85:
-                    kept.append(rng.choice(bank))
-            kept = _fill(kept, bank, rng, words)
+                    kept.append(draw())
+            kept = _fill(kept, draw, words)
             if len(kept) > 2 and rng.random() < 0.3:  # a light reordering
                 i = rng.randrange(len(kept) - 1)
                 kept[i], kept[i + 1] = kept[i + 1], kept[i]
@@ -106,8 +146,18 @@ def make_batch(n: int, group_size: int, seed: int, words: int = 100) -> tuple[li
 # The fast path: the registered rewards
 
 
-def clear_text_caches() -> None:
+def clear_text_caches(sentences: bool = True) -> None:
+    """Empty the whole-text caches of the token/concept rewards and, with ``sentences``, the rule labeler's
+    per-sentence cache (a cold start has it empty; in steady state it legitimately holds earlier batches' sentences,
+    like the METEOR stem cache holds their words)."""
+    from himed.clinical import rules
     from himed.rewards import concept, meteor, tokens
+
+    if sentences:
+        # Private to the labeler's module: cleared when present, so that "cold" stays cold if it changes.
+        sentence_cache = getattr(rules, "_analyse_cached", None)
+        if sentence_cache is not None:
+            sentence_cache.cache_clear()
 
     tokens.clear_caches()
     concept._match_masks.cache_clear()
@@ -269,6 +319,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--group-size", type=int, default=8, help="completions per reference (GRPO num_generations)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per path and setting (median reported)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variation", type=float, default=0.5, help="probability that a sampled sentence is a varied (new) one"
+    )
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--table", default=None, help="only print the markdown table of this results JSON")
     args = parser.parse_args(argv)
@@ -278,8 +331,9 @@ def main(argv=None) -> dict:
         return results
 
     load_before = os.getloadavg()
-    completions, references = make_batch(args.n, args.group_size, args.seed)
-    warmup_completions, warmup_references = make_batch(args.n, args.group_size, args.seed + 1)
+    completions, references = make_batch(args.n, args.group_size, args.seed, variation=args.variation)
+    warmup_completions, warmup_references = make_batch(args.n, args.group_size, args.seed + 1, variation=args.variation)
+    sentences = {s for text in completions + references for s in re.split(r"(?<=\.)\s+", re.sub(r"<[^>]+>", " ", text))}
     from himed.data.sections import extract_lenient
     from himed.rewards.tokens import tokenize
 
@@ -299,14 +353,17 @@ def main(argv=None) -> dict:
         rewards = build_rewards()
         seconds, values_fast = run_fast(rewards, completions, references)
         fast["cold"].append(seconds)
+        clear_text_caches()
         rewards = build_rewards()
         run_fast(rewards, warmup_completions, warmup_references)
-        clear_text_caches()
+        clear_text_caches(sentences=False)
         fast["steady"].append(run_fast(rewards, completions, references)[0])
 
+        clear_text_caches()
         path = NaivePath()
         seconds, values_naive = path.run(completions, references)
         naive["cold"].append(seconds)
+        clear_text_caches()
         path.run(warmup_completions, warmup_references)
         naive["steady"].append(path.run(completions, references)[0])
 
@@ -319,6 +376,8 @@ def main(argv=None) -> dict:
         "distinct_references": len(set(references)),
         "repeats": args.repeats,
         "seed": args.seed,
+        "variation": args.variation,
+        "distinct_sentences": len(sentences),
         "candidate_tokens_mean": round(candidate_words, 1),
         "reference_tokens_mean": round(reference_words, 1),
         "meteor_mode": concept.describe()["meteor_mode"],
@@ -342,7 +401,8 @@ def main(argv=None) -> dict:
 
     print(
         f"{args.n} completions (~{candidate_words:.0f} tokens) vs {len(set(references))} references "
-        f"(~{reference_words:.0f} tokens); METEOR mode {results['meteor_mode']}; median of {args.repeats}; "
+        f"(~{reference_words:.0f} tokens), {len(sentences)} distinct sentences; METEOR mode {results['meteor_mode']}; "
+        f"median of {args.repeats}; "
         f"load average {load_before[0]:.1f} before, {results['load_average_after'][0]:.1f} after"
     )
     columns = [(s, p) for s in ("cold", "steady") for p in ("fast", "naive", "fast_cpu", "naive_cpu")]
