@@ -84,6 +84,10 @@ class EvaluationConfig:
     batch_size: int = field(default=16, metadata={"help": "Generation batch size."})
     clean: str = field(default="none", metadata={"help": "Text normalisation: mimic_cxr, iu_xray or none."})
     extra_args: list[str] = field(default_factory=list, metadata={"help": "More `himed evaluate` flags."})
+    rewards: str | None = field(
+        default=None,
+        metadata={"help": "A recipe (or score config) whose reward block also scores each stage's predictions."},
+    )
 
 
 @dataclass
@@ -150,12 +154,14 @@ def run_prepare(config: PipelineConfig) -> None:
 def run_evaluation(config: PipelineConfig, model_path: str, out_dir: Path) -> Path | None:
     if config.evaluate is None:
         return None
+    evaluation = config.evaluate
     metrics_path = out_dir / "metrics.json"
     if metrics_path.is_file():
+        if evaluation.rewards and not (out_dir / "rewards.json").is_file():
+            add_reward_summary(evaluation, out_dir)
         return metrics_path
     from himed.cli import main as himed_main
 
-    evaluation = config.evaluate
     args = ["evaluate", "--model", model_path, "--data", evaluation.data_path, "--data-format", evaluation.data_format]
     args += ["--split", evaluation.split, "--out-dir", str(out_dir), "--clean", evaluation.clean]
     args += ["--max-new-tokens", str(evaluation.max_new_tokens), "--batch-size", str(evaluation.batch_size)]
@@ -165,7 +171,28 @@ def run_evaluation(config: PipelineConfig, model_path: str, out_dir: Path) -> Pa
     code = himed_main(args)
     if code:
         raise RuntimeError(f"`himed {' '.join(args)}` failed with exit code {code}")
+    if evaluation.rewards:
+        add_reward_summary(evaluation, out_dir)
     return metrics_path
+
+
+def add_reward_summary(evaluation: EvaluationConfig, out_dir: Path) -> dict[str, float]:
+    """Score the stage's predictions with the reward block and add the summary to its metrics.json."""
+    from himed.data.loaders import load_rows
+    from himed.trainers.evaluation_rewards import reward_block_from_recipe, score_predictions
+
+    predictions = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines() if line]
+    rows = load_rows(evaluation.data_format, evaluation.data_path, evaluation.split, check_images=False)
+    summary = score_predictions(
+        predictions, {row["id"]: row for row in rows}, reward_block_from_recipe(evaluation.rewards)
+    )
+    metrics_path = out_dir / "metrics.json"
+    result = json.loads(metrics_path.read_text())
+    result["metrics"].update(summary)
+    result.setdefault("config", {})["rewards_from"] = evaluation.rewards
+    metrics_path.write_text(json.dumps(result, indent=2))
+    (out_dir / "rewards.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
