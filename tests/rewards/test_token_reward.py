@@ -9,7 +9,7 @@ import sacrebleu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from himed.rewards.token import TokenReward, brevity_penalty, clipped_precision
+from himed.rewards.token import TokenReward, brevity_penalty, clipped_counts, clipped_precision, token_score
 from himed.rewards.tokens import tokenize
 
 
@@ -173,3 +173,39 @@ def test_picklable_and_registered():
     reward(["heart normal"], reference=["heart normal"])
     clone = pickle.loads(pickle.dumps(reward))
     assert clone(["heart normal"], reference=["heart normal"]) == reward(["heart normal"], reference=["heart normal"])
+
+
+token_lists = st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), max_size=12).map(tuple)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(token_lists, token_lists), max_size=12), st.integers(1, 5))
+def test_batched_counts_equal_the_per_pair_precision(pairs, max_n):
+    candidates = [c for c, _ in pairs]
+    references = [r for _, r in pairs]
+    if pairs and len(pairs) > 2:
+        references[1] = references[0]  # shared references, as in a GRPO group
+        candidates[-1] = (*candidates[-1], "never-in-a-reference")
+    clipped, totals = clipped_counts(candidates, references, max_n)
+    assert clipped.shape == totals.shape == (len(pairs), max_n)
+    for i, (candidate, reference) in enumerate(zip(candidates, references, strict=True)):
+        for n in range(1, max_n + 1):
+            assert totals[i, n - 1] == max(len(candidate) - n + 1, 0)
+            expected = clipped_precision(candidate, reference, n)
+            got = clipped[i, n - 1] / totals[i, n - 1] if totals[i, n - 1] else 0.0
+            assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_batched_counts_fall_back_when_codes_could_overflow():
+    reference = tuple(f"w{i}" for i in range(50_000))  # base**4 > 2**62: n-gram codes would not fit in int64
+    candidate = reference[10:20] + ("w5", "w5")
+    assert clipped_counts([candidate], [reference], 4) is None
+    [parts] = TokenReward().score([" ".join(candidate)], [" ".join(reference)])
+    assert parts == token_score(candidate, reference, (0.25,) * 4)
+    assert parts["p1"] == pytest.approx(11 / 12)
+
+
+def test_batched_counts_of_an_empty_batch():
+    clipped, totals = clipped_counts([], [], 4)
+    assert clipped.shape == (0, 4) and totals.shape == (0, 4)
+    assert TokenReward().score([], []) == []
