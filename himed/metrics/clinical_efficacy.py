@@ -97,23 +97,3 @@ def clinical_efficacy(
             average, measure = name.split("_")
             out[f"ce_{average}_{measure}_{suffix}"] = value
     return out
-
-
-def per_observation_f1(
-    predicted_labels: Sequence[Mapping[str, int]],
-    reference_labels: Sequence[Mapping[str, int]],
-    uncertain: str = "positive",
-) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of each of the 14 observations (for the metrics.md detail table)."""
-    predicted = binarize(predicted_labels, CHEXBERT_OBSERVATIONS, uncertain)
-    reference = binarize(reference_labels, CHEXBERT_OBSERVATIONS, uncertain)
-    out = {}
-    for j, name in enumerate(CHEXBERT_OBSERVATIONS):
-        scores = precision_recall_f1(predicted[:, [j]], reference[:, [j]])
-        out[name] = {
-            "precision": scores["micro_precision"],
-            "recall": scores["micro_recall"],
-            "f1": scores["micro_f1"],
-            "support": int(reference[:, j].sum()),
-        }
-    return out
