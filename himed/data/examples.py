@@ -52,6 +52,11 @@ def target_completion(row: dict, sections: Sequence[str] = DEFAULT_SECTIONS, thi
     return render_target(row["findings"], impression, think=think_text, sections=sections)
 
 
+def _prompt_record(row: dict, sections, include_indication: bool, include_prior: bool) -> dict:
+    messages = build_prompt(row, sections=sections, include_indication=include_indication, include_prior=include_prior)
+    return {"id": str(row["id"]), "prompt": _prompt_parts(messages), "images": list(row["images"])}
+
+
 def grpo_dataset(
     rows: Sequence[dict],
     *,
@@ -62,22 +67,16 @@ def grpo_dataset(
     """A ``datasets.Dataset`` of GRPO prompts with the reward columns."""
     from datasets import Dataset
 
-    records = []
-    for row in rows:
-        messages = build_prompt(
-            row, sections=sections, include_indication=include_indication, include_prior=include_prior
-        )
-        records.append(
-            {
-                "id": str(row["id"]),
-                "prompt": _prompt_parts(messages),
-                "images": list(row["images"]),
-                "reference": reference_text(row["findings"], row.get("impression", "")),
-                "findings": row["findings"],
-                "impression": row.get("impression", "") or "",
-                "labels": json.dumps(row.get("labels") or {}, sort_keys=True),
-            }
-        )
+    records = [
+        {
+            **_prompt_record(row, sections, include_indication, include_prior),
+            "reference": reference_text(row["findings"], row.get("impression", "")),
+            "findings": row["findings"],
+            "impression": row.get("impression", "") or "",
+            "labels": json.dumps(row.get("labels") or {}, sort_keys=True),
+        }
+        for row in rows
+    ]
     return Dataset.from_list(records, features=_features(with_completion=False))
 
 
@@ -92,17 +91,11 @@ def sft_dataset(
     """A ``datasets.Dataset`` of prompt/completion pairs (completion-only loss in TRL's SFTTrainer)."""
     from datasets import Dataset
 
-    records = []
-    for row in rows:
-        messages = build_prompt(
-            row, sections=sections, include_indication=include_indication, include_prior=include_prior
-        )
-        records.append(
-            {
-                "id": str(row["id"]),
-                "prompt": _prompt_parts(messages),
-                "completion": [{"role": "assistant", "content": target_completion(row, sections, think)}],
-                "images": list(row["images"]),
-            }
-        )
+    records = [
+        {
+            **_prompt_record(row, sections, include_indication, include_prior),
+            "completion": [{"role": "assistant", "content": target_completion(row, sections, think)}],
+        }
+        for row in rows
+    ]
     return Dataset.from_list(records, features=_features(with_completion=True))
