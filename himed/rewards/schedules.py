@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -83,7 +84,7 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Schedule(ABC):
     """Base of the schedules: subclasses are frozen dataclasses whose fields are the schedule's parameters."""
 
     name: ClassVar[str] = "schedule"
@@ -92,10 +93,12 @@ class Schedule:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError with a message that says how to fix a bad parameter."""
+        """Raise ValueError with a message that says how to fix a bad parameter (no parameters: nothing to check)."""
+        return None
 
+    @abstractmethod
     def alpha_low(self, step: float) -> float:
-        raise NotImplementedError
+        """The weight of the low-level rewards at optimizer step ``step`` (HiMed-RL eq. 10)."""
 
     def alpha_high(self, step: float) -> float:
         return 1.0 - self.alpha_low(step)  # HiMed-RL eq. 10
