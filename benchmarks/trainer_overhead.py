@@ -2,7 +2,8 @@
 
 Both trainers get the same tiny model (random weights, fixed seed), the same demo rows, the same reward callables
 built from the same reward block, and the same GRPOConfig; himed adds the per-step schedule, the failure-rate
-logging and the per-group imputation. Steps are timed with a callback (on_step_begin -> on_step_end); the first
+logging and the per-group imputation. The learning rate is 0 (the optimizer step still runs), so both trainers
+sample the same completions from the same initial policy. Steps are timed with a callback (on_step_begin -> on_step_end); the first
 steps are warm-up and not counted. The two trainers alternate in rounds so that machine noise hits both alike.
 
     OMP_NUM_THREADS=1 python benchmarks/trainer_overhead.py [--steps 12] [--rounds 3] [--output benchmarks/results/trainer_overhead.json]
@@ -63,7 +64,10 @@ def make_args(output_dir: str, steps: int) -> GRPOConfig:
         output_dir=output_dir,
         use_cpu=True,
         bf16=False,
-        learning_rate=1e-4,
+        # Learning rate 0: both policies stay the initial model, so with the same seed both trainers sample the same
+        # completions and step times differ only by the trainer's own work (a learning policy changes completion
+        # lengths, and generation dominates a step).
+        learning_rate=0.0,
         num_generations=8,
         per_device_train_batch_size=32,
         max_completion_length=48,
