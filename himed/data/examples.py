@@ -4,7 +4,9 @@
   rewards read as kwargs: ``reference`` (findings + " " + impression), ``findings``, ``impression``, ``labels``
   (JSON text: Arrow would otherwise turn the per-row label dicts into a struct with every key, None where unmentioned)
   and ``id``.
-- SFT rows: ``prompt`` + ``completion`` (the tagged target, so TRL computes a completion-only loss) + ``images``.
+- SFT rows: ``prompt`` + ``completion`` (the tagged target, so TRL computes a completion-only loss) + ``images``;
+  with ``weighted=True`` also ``weighted_spans``: the character spans of the target that the LLM-RG4 token-weighted
+  loss up-weights (``weighted_spans``).
 
 Images stay paths (or PIL images from a saved HF dataset) in an Arrow ``Image`` column, decoded lazily by
 ``datasets`` when a batch is drawn, so a large dataset is not held in memory as pixels.
@@ -15,11 +17,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from himed.clinical.observations import POSITIVE, UNCERTAIN
 from himed.data.prompts import build_prompt, rationale_from_labels
 from himed.data.sections import DEFAULT_SECTIONS, reference_text, render_target
 
+# Report sections whose sentences the weighted loss may up-weight; <think> is a rationale, not report text.
+WEIGHTED_SECTIONS = ("finding", "impression")
 
-def _features(with_completion: bool):
+
+def _features(with_completion: bool, weighted: bool = False):
     from datasets import Features, Image, List, Value
 
     message_part = {"type": Value("string"), "text": Value("string")}
@@ -27,6 +33,8 @@ def _features(with_completion: bool):
     columns = {"id": Value("string"), "prompt": prompt, "images": List(Image())}
     if with_completion:
         columns["completion"] = List({"role": Value("string"), "content": Value("string")})
+        if weighted:
+            columns["weighted_spans"] = List(List(Value("int64")))
     else:
         for name in ("reference", "findings", "impression", "labels"):
             columns[name] = Value("string")
@@ -50,6 +58,32 @@ def target_completion(row: dict, sections: Sequence[str] = DEFAULT_SECTIONS, thi
     think_text = rationale_from_labels(row.get("labels") or {}) if think == "labels" and "think" in sections else ""
     impression = row.get("impression", "") if "impression" in sections else ""
     return render_target(row["findings"], impression, think=think_text, sections=sections)
+
+
+def weighted_spans(target: str, sections: Sequence[str] = DEFAULT_SECTIONS, labeler=None) -> list[list[int]]:
+    """Character spans ``[start, end)`` of ``target`` (a tagged completion) that the LLM-RG4 weighted loss up-weights.
+
+    A span is a sentence of the finding or impression section in which the rule labeler finds a positive or
+    uncertain mention; sentences with only negative mentions, the <think> rationale and the tags are not weighted.
+    Offsets index ``target`` itself, in order, without overlaps.
+    """
+    from himed.clinical.rules import ChexpertRuleLabeler, split_sentences
+
+    labeler = labeler or ChexpertRuleLabeler()
+    spans = []
+    for name in sections:
+        if name not in WEIGHTED_SECTIONS:
+            continue
+        open_tag, close_tag = f"<{name}>", f"</{name}>"
+        start = target.find(open_tag)
+        if start < 0:
+            continue
+        start += len(open_tag)
+        text = target[start : target.index(close_tag, start)]
+        sentences = split_sentences(text)
+        flagged = sorted({m.sentence_index for m in labeler.mentions(text) if m.value in (POSITIVE, UNCERTAIN)})
+        spans += [[start + sentences[i][0], start + sentences[i][1]] for i in flagged]
+    return spans
 
 
 def _prompt_record(row: dict, sections, include_indication: bool, include_prior: bool) -> dict:
@@ -87,15 +121,58 @@ def sft_dataset(
     think: str = "labels",
     include_indication: bool = True,
     include_prior: bool = True,
+    weighted: bool = False,
 ):
-    """A ``datasets.Dataset`` of prompt/completion pairs (completion-only loss in TRL's SFTTrainer)."""
+    """A ``datasets.Dataset`` of prompt/completion pairs (completion-only loss in TRL's SFTTrainer).
+
+    ``weighted=True`` adds the ``weighted_spans`` column of each target (``weighted_spans``).
+    """
     from datasets import Dataset
+
+    records = []
+    for row in rows:
+        target = target_completion(row, sections, think)
+        record = {
+            **_prompt_record(row, sections, include_indication, include_prior),
+            "completion": [{"role": "assistant", "content": target}],
+        }
+        if weighted:
+            record["weighted_spans"] = weighted_spans(target, sections)
+        records.append(record)
+    return Dataset.from_list(records, features=_features(with_completion=True, weighted=weighted))
+
+
+def observation_dataset(
+    rows: Sequence[dict],
+    *,
+    observations: Sequence[str] | None = None,
+    include_indication: bool = True,
+    include_prior: bool = True,
+):
+    """A ``datasets.Dataset`` of DCRRG observation examples (``himed.data.observations``) as prompt/completion pairs.
+
+    ``observations`` defaults to the five of DESIGN.md section 3; the completion is the plain target sentences.
+    """
+    from datasets import Dataset
+
+    from himed.clinical.observations import FIVE_OBSERVATIONS
+    from himed.data.observations import observation_examples
 
     records = [
         {
-            **_prompt_record(row, sections, include_indication, include_prior),
-            "completion": [{"role": "assistant", "content": target_completion(row, sections, think)}],
+            "id": example["id"],
+            "prompt": _prompt_parts(example["prompt"]),
+            "images": list(row["images"]),
+            "completion": [{"role": "assistant", "content": example["target"]}],
         }
         for row in rows
+        for example in observation_examples(
+            row,
+            observations or FIVE_OBSERVATIONS,
+            include_indication=include_indication,
+            include_prior=include_prior,
+        )
     ]
+    if not records:
+        raise ValueError("no row has a report sentence or negative label for any of the requested observations")
     return Dataset.from_list(records, features=_features(with_completion=True))

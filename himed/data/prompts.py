@@ -67,8 +67,13 @@ def build_prompt(
     include_indication: bool = True,
     include_prior: bool = True,
     system: bool = True,
+    instruction: str | None = None,
 ) -> list[dict]:
-    """The conversational prompt for one study row (module docstring); one image slot per image, in order."""
+    """The conversational prompt for one study row (module docstring); one image slot per image, in order.
+
+    ``instruction`` replaces the report request with another task (the observation stage's "Describe the pleural
+    effusion."); its answer is plain sentences, so the prompt then carries no system message and no format request.
+    """
     images = row.get("images")
     if not isinstance(images, Sequence) or isinstance(images, str) or not images:
         raise ValueError(f"row {row.get('id')!r}: 'images' must be a non-empty list to build a prompt")
@@ -82,7 +87,11 @@ def build_prompt(
         lines.append(f"Indication: {row['indication']}")
     if include_prior and row.get("prior_report"):
         lines.append(f"Prior report: {row['prior_report']}")
-    lines.append(INSTRUCTION if system else f"{INSTRUCTION} Use this format: {tagged_format(sections)}")
+    if instruction is not None:
+        lines.append(instruction)
+        system = False
+    else:
+        lines.append(INSTRUCTION if system else f"{INSTRUCTION} Use this format: {tagged_format(sections)}")
     # Chat templates (Qwen-VL's among them) concatenate parts with nothing between them, so each text part after
     # the first starts with its own line break; otherwise "Cough.Write the report." would run together.
     content = [
