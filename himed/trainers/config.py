@@ -21,6 +21,7 @@ from himed.data.sections import DEFAULT_SECTIONS, validate_sections
 
 ON_BAD_ROWS = ("error", "skip")
 THINK_MODES = ("labels", "empty")
+SFT_STAGES = ("cold_start", "weighted", "observation")
 
 
 @dataclass
@@ -105,16 +106,43 @@ class RewardArguments:
 
 @dataclass
 class SFTStageArguments:
-    """How the supervised target is built."""
+    """Which supervised stage runs and how its targets and loss are built."""
 
+    stage: str = field(
+        default="cold_start",
+        metadata={
+            "help": "Supervised stage: cold_start (tagged report targets, plain completion loss); weighted "
+            "(LLM-RG4: cold-start targets, tokens of positive/uncertain sentences weighted by positive_weight); "
+            "observation (DCRRG: one 'Describe the <observation>.' prompt per observation, answered by the "
+            "report's sentences about it; run before the full-report stage)."
+        },
+    )
     think: str = field(
         default="labels",
         metadata={"help": "Text of <think> in SFT targets: labels (a short rationale from the row's labels) or empty."},
     )
+    positive_weight: float = field(
+        default=1.75,
+        metadata={
+            "help": "weighted stage only: loss weight (lambda, > 0, unitless; other tokens weigh 1) of the tokens of "
+            "sentences in which the rule labeler finds a positive or uncertain mention (LLM-RG4, 1.75 there)."
+        },
+    )
+    observations: str = field(
+        default="five",
+        metadata={"help": "observation stage only: five (DESIGN.md section 3) or all (the 14 CheXbert names)."},
+    )
 
     def __post_init__(self):
+        from himed.clinical.observations import observation_set
+
+        if self.stage not in SFT_STAGES:
+            raise ValueError(f"stage must be one of {SFT_STAGES}, got {self.stage!r}")
         if self.think not in THINK_MODES:
             raise ValueError(f"think must be one of {THINK_MODES}, got {self.think!r}")
+        if not self.positive_weight > 0:
+            raise ValueError(f"positive_weight must be > 0 (1 = unweighted), got {self.positive_weight!r}")
+        observation_set(self.observations)  # raises with the allowed names
 
 
 def first_line_command(path: str | Path) -> str:

@@ -5,6 +5,14 @@ pairs whose completion is the tagged target (``<think>`` holding a short rationa
 empty; then the configured sections), so TRL computes a completion-only loss: the prompt and its image tokens carry
 no loss. The chat template and prompts are the same as GRPO's, so the RL stage sees the distribution the cold start
 was trained on.
+
+``stage`` (``SFTStageArguments``) picks one of the supervised stages of ``STAGES``, each a function that builds the
+train/eval datasets and the trainer:
+
+- ``cold_start``: the tagged targets above, TRL's plain completion loss.
+- ``weighted``: LLM-RG4's token-weighted loss on the same targets (``himed.trainers.weighted``).
+- ``observation``: DCRRG's observation-level stage, one prompt per observation answered by the report's sentences
+  about it (``himed.data.observations``); a recipe runs it before a full-report stage.
 """
 
 from __future__ import annotations
@@ -17,27 +25,70 @@ from trl import SFTConfig, SFTTrainer
 logger = logging.getLogger(__name__)
 
 
-def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTrainer:
-    """Build model and data from a parsed recipe, train the cold start, and save the policy with its processor."""
-    from trl import get_peft_config
-
-    from himed.data.examples import sft_dataset
-    from himed.trainers.grpo import resolve_resume
-    from himed.trainers.stages import load_stage_model, load_stage_rows, save_stage_output
-
-    model, processor = load_stage_model(model_args)
-    train_rows, eval_rows = load_stage_rows(data_args)
-    options = {
+def _report_options(data_args, stage_args) -> dict:
+    return {
         "sections": data_args.sections,
         "think": stage_args.think,
         "include_indication": data_args.include_indication,
         "include_prior": data_args.include_prior,
     }
-    trainer = SFTTrainer(
+
+
+def _datasets(build, train_rows, eval_rows, **options) -> dict:
+    return {
+        "train_dataset": build(train_rows, **options),
+        "eval_dataset": build(eval_rows, **options) if eval_rows else None,
+    }
+
+
+def cold_start_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kwargs) -> SFTTrainer:
+    from himed.data.examples import sft_dataset
+
+    datasets = _datasets(sft_dataset, train_rows, eval_rows, **_report_options(data_args, stage_args))
+    return SFTTrainer(**datasets, **trainer_kwargs)
+
+
+def weighted_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kwargs) -> SFTTrainer:
+    from himed.data.examples import sft_dataset
+    from himed.trainers.weighted import WeightedSFTTrainer
+
+    options = {**_report_options(data_args, stage_args), "weighted": True}
+    datasets = _datasets(sft_dataset, train_rows, eval_rows, **options)
+    return WeightedSFTTrainer(**datasets, **trainer_kwargs, positive_weight=stage_args.positive_weight)
+
+
+def observation_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kwargs) -> SFTTrainer:
+    from himed.clinical.observations import observation_set
+    from himed.data.examples import observation_dataset
+
+    options = {
+        "observations": observation_set(stage_args.observations),
+        "include_indication": data_args.include_indication,
+        "include_prior": data_args.include_prior,
+    }
+    return SFTTrainer(**_datasets(observation_dataset, train_rows, eval_rows, **options), **trainer_kwargs)
+
+
+# stage name (SFTStageArguments.stage) -> builder of its trainer; a new stage adds one entry here.
+STAGES = {"cold_start": cold_start_stage, "weighted": weighted_stage, "observation": observation_stage}
+
+
+def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTrainer:
+    """Build model and data from a parsed recipe, train the configured stage, and save the policy and processor."""
+    from trl import get_peft_config
+
+    from himed.trainers.grpo import resolve_resume
+    from himed.trainers.stages import load_stage_model, load_stage_rows, save_stage_output
+
+    model, processor = load_stage_model(model_args)
+    train_rows, eval_rows = load_stage_rows(data_args)
+    trainer = STAGES[stage_args.stage](
+        train_rows,
+        eval_rows,
+        data_args,
+        stage_args,
         model=model,
         args=sft_args,
-        train_dataset=sft_dataset(train_rows, **options),
-        eval_dataset=sft_dataset(eval_rows, **options) if eval_rows else None,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
