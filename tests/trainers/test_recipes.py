@@ -58,6 +58,8 @@ def test_recipe_validates(path, monkeypatch):
         data, stage, sft, model = parse_recipe(
             [DataArguments, SFTStageArguments, SFTConfig, ModelConfig], ["--config", str(path), *CPU_OVERRIDES]
         )
+        # sft_<stage>.yaml runs that stage (sft_weighted: weighted); sft.yaml runs the cold start.
+        assert stage.stage == (path.stem.split("_", 1)[1] if "_" in path.stem else "cold_start")
     assert model.model_name_or_path
     assert data.data_path
 
