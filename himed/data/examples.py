@@ -18,7 +18,13 @@ import json
 from collections.abc import Sequence
 
 from himed.clinical.observations import POSITIVE, UNCERTAIN
-from himed.data.prompts import build_prompt, rationale_from_labels
+from himed.data.prompts import (
+    build_prompt,
+    findings_prompt,
+    hierarchical_sections,
+    impression_prompt,
+    rationale_from_labels,
+)
 from himed.data.sections import DEFAULT_SECTIONS, reference_text, render_target
 
 # Report sections whose sentences the weighted loss may up-weight; <think> is a rationale, not report text.
@@ -175,4 +181,61 @@ def observation_dataset(
     ]
     if not records:
         raise ValueError("no row has a report sentence or negative label for any of the requested observations")
+    return Dataset.from_list(records, features=_features(with_completion=True))
+
+
+def hierarchical_examples(
+    row: dict,
+    *,
+    sections: Sequence[str] = DEFAULT_SECTIONS,
+    think: str = "labels",
+    include_indication: bool = True,
+    include_prior: bool = True,
+) -> list[dict]:
+    """Hi-MrGn's two turns of one study as ``{prompt, target}`` pairs: findings first, then the impression.
+
+    The second prompt holds the first turn with its target as the assistant's answer, so the impression is learned
+    conditioned on the images and the findings. The two targets joined by a line break are ``target_completion``.
+    A row without an impression gives only the findings turn.
+    """
+    first_sections, _ = hierarchical_sections(sections)
+    think_text = rationale_from_labels(row.get("labels") or {}) if think == "labels" and "think" in sections else ""
+    findings_target = render_target(row["findings"], think=think_text, sections=first_sections)
+    prompt = findings_prompt(row, sections=sections, include_indication=include_indication, include_prior=include_prior)
+    turns = [{"prompt": prompt, "target": findings_target}]
+    impression = (row.get("impression") or "").strip()
+    if impression:
+        turns.append(
+            {"prompt": impression_prompt(prompt, findings_target), "target": f"<impression>{impression}</impression>"}
+        )
+    return turns
+
+
+def hierarchical_dataset(
+    rows: Sequence[dict],
+    *,
+    sections: Sequence[str] = DEFAULT_SECTIONS,
+    think: str = "labels",
+    include_indication: bool = True,
+    include_prior: bool = True,
+):
+    """A ``datasets.Dataset`` of the two hierarchical turns of every row (``hierarchical_examples``)."""
+    from datasets import Dataset
+
+    options = {
+        "sections": sections,
+        "think": think,
+        "include_indication": include_indication,
+        "include_prior": include_prior,
+    }
+    records = [
+        {
+            "id": f"{row['id']}/{turn}",
+            "prompt": _prompt_parts(example["prompt"]),
+            "images": list(row["images"]),
+            "completion": [{"role": "assistant", "content": example["target"]}],
+        }
+        for row in rows
+        for turn, example in zip(("findings", "impression"), hierarchical_examples(row, **options), strict=False)
+    ]
     return Dataset.from_list(records, features=_features(with_completion=True))

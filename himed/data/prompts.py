@@ -125,3 +125,48 @@ def rationale_from_labels(labels: Mapping[str, int], *, include_negative: bool =
         if by_value[value] and (include_negative or value != NEGATIVE):
             sentences.append(f"{title}: {', '.join(by_value[value])}.")
     return " ".join(sentences)
+
+
+# Hi-MrGn's hierarchical generation: the findings first, then the impression conditioned on the images and findings.
+FINDINGS_INSTRUCTION = "Write the findings. Use this format: {format}"
+IMPRESSION_INSTRUCTION = "Write the impression. Use this format: {format}"
+
+
+def hierarchical_sections(sections: Sequence[str] = DEFAULT_SECTIONS) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The sections of the findings turn and of the impression turn; ``sections`` must include the impression."""
+    sections = validate_sections(sections)
+    if "impression" not in sections:
+        raise ValueError(f"hierarchical generation needs an impression section, got {list(sections)}")
+    return tuple(name for name in sections if name != "impression"), ("impression",)
+
+
+def findings_prompt(
+    row: Mapping,
+    *,
+    sections: Sequence[str] = DEFAULT_SECTIONS,
+    include_indication: bool = True,
+    include_prior: bool = True,
+) -> list[dict]:
+    """The first turn of hierarchical generation: the report prompt asking for the findings (and think) only."""
+    first, _ = hierarchical_sections(sections)
+    instruction = FINDINGS_INSTRUCTION.format(format=tagged_format(first))
+    return build_prompt(
+        row,
+        sections=sections,
+        include_indication=include_indication,
+        include_prior=include_prior,
+        instruction=instruction,
+    )
+
+
+def impression_prompt(first_prompt: Sequence[dict], findings_answer: str) -> list[dict]:
+    """The second turn: the first prompt, the findings answer as the assistant's turn, then the impression request.
+
+    Joining ``findings_answer`` and the impression answer with a line break gives the full tagged completion.
+    """
+    request = IMPRESSION_INSTRUCTION.format(format=f"<impression>{SECTION_PLACEHOLDERS['impression']}</impression>")
+    return [
+        *first_prompt,
+        {"role": "assistant", "content": [_text(findings_answer)]},
+        {"role": "user", "content": [_text(request)]},
+    ]

@@ -21,7 +21,7 @@ from himed.data.sections import DEFAULT_SECTIONS, validate_sections
 
 ON_BAD_ROWS = ("error", "skip")
 THINK_MODES = ("labels", "empty")
-SFT_STAGES = ("cold_start", "weighted", "observation")
+SFT_STAGES = ("cold_start", "weighted", "observation", "hierarchical")
 
 
 @dataclass
@@ -114,7 +114,8 @@ class SFTStageArguments:
             "help": "Supervised stage: cold_start (tagged report targets, plain completion loss); weighted "
             "(LLM-RG4: cold-start targets, tokens of positive/uncertain sentences weighted by positive_weight); "
             "observation (DCRRG: one 'Describe the <observation>.' prompt per observation, answered by the "
-            "report's sentences about it; run before the full-report stage)."
+            "report's sentences about it; run before the full-report stage); hierarchical (Hi-MrGn: the findings, then "
+            "the impression conditioned on the images and the findings, as two turns; needs the impression section)."
         },
     )
     think: str = field(

@@ -13,6 +13,10 @@ train/eval datasets and the trainer:
 - ``weighted``: LLM-RG4's token-weighted loss on the same targets (``himed.trainers.weighted``).
 - ``observation``: DCRRG's observation-level stage, one prompt per observation answered by the report's sentences
   about it (``himed.data.observations``); a recipe runs it before a full-report stage.
+- ``hierarchical``: Hi-MrGn's two turns, the findings first, then the impression with the findings turn in its
+  prompt (``himed.data.examples.hierarchical_examples``). Each turn is its own prompt/completion example, so both
+  turns are trained with TRL's completion-only loss and no ``{% generation %}`` template markers are needed;
+  ``himed evaluate --hierarchical`` decodes the same two turns.
 """
 
 from __future__ import annotations
@@ -69,8 +73,20 @@ def observation_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kw
     return SFTTrainer(**_datasets(observation_dataset, train_rows, eval_rows, **options), **trainer_kwargs)
 
 
+def hierarchical_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kwargs) -> SFTTrainer:
+    from himed.data.examples import hierarchical_dataset
+
+    datasets = _datasets(hierarchical_dataset, train_rows, eval_rows, **_report_options(data_args, stage_args))
+    return SFTTrainer(**datasets, **trainer_kwargs)
+
+
 # stage name (SFTStageArguments.stage) -> builder of its trainer; a new stage adds one entry here.
-STAGES = {"cold_start": cold_start_stage, "weighted": weighted_stage, "observation": observation_stage}
+STAGES = {
+    "cold_start": cold_start_stage,
+    "weighted": weighted_stage,
+    "observation": observation_stage,
+    "hierarchical": hierarchical_stage,
+}
 
 
 def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTrainer:

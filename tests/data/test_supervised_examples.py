@@ -105,3 +105,21 @@ def test_flexible_inputs_one_prompt_builder(indication, prior, n_views):
     # The observation stage takes the same inputs.
     observation = build_prompt(row, instruction="Describe the edema.")[0]["content"]
     assert [p for p in observation if p["type"] != "text" or "Describe" not in p["text"]] == content[:-1]
+
+
+def test_hierarchical_turns_join_to_the_full_target():
+    from himed.data.examples import hierarchical_examples
+
+    findings, impression = hierarchical_examples(ROW)
+    assert findings["target"] + "\n" + impression["target"] == target_completion(ROW)
+    assert impression["target"] == "<impression>Cardiomegaly and effusion.</impression>"
+    first_request = findings["prompt"][-1]["content"][-1]["text"]
+    assert first_request.endswith("<think>brief reasoning</think><finding>findings</finding>")
+    # The impression turn sees the images and the findings answer.
+    assert impression["prompt"][: len(findings["prompt"])] == findings["prompt"]
+    assistant, request = impression["prompt"][len(findings["prompt"]) :]
+    assert assistant == {"role": "assistant", "content": [{"type": "text", "text": findings["target"]}]}
+    assert request["role"] == "user" and "<impression>" in request["content"][0]["text"]
+    assert len(hierarchical_examples({**ROW, "impression": ""})) == 1
+    with pytest.raises(ValueError, match="impression section"):
+        hierarchical_examples(ROW, sections=["think", "finding"])

@@ -115,7 +115,31 @@ def test_weighted_loss_equals_hand_computed_weighted_cross_entropy(weighted_trai
     model.train()
 
 
-@pytest.mark.parametrize("stage", ["weighted", "observation"])
+def test_hierarchical_impression_turn_trains_only_the_impression(tiny_model_dir):
+    from trl import SFTTrainer
+
+    from himed.data.examples import hierarchical_dataset
+
+    processor = load_processor(tiny_model_dir)
+    dataset = hierarchical_dataset(ROWS[:1], think="empty")
+    assert dataset["id"] == ["a/findings", "a/impression"]
+    trainer = SFTTrainer(
+        model=load_policy(tiny_model_dir), args=_args("unused"), train_dataset=dataset, processing_class=processor
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    trained = [
+        processor.tokenizer.decode(ids[labels != -100])
+        for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True)
+    ]
+    assert trained == [
+        "<think></think>\n<finding>The heart is enlarged. No pneumothorax.</finding><|im_end|>\n",
+        "<impression>Cardiomegaly.</impression><|im_end|>\n",
+    ]
+    # The findings answer sits in the second prompt, as the assistant's first turn.
+    assert "No pneumothorax.</finding><|im_end|>" in processor.tokenizer.decode(batch["input_ids"][1])
+
+
+@pytest.mark.parametrize("stage", ["weighted", "observation", "hierarchical"])
 def test_stage_trains_and_changes_the_parameters(stage, tiny_model_dir, demo_dir, tmp_path):
     from trl import ModelConfig
 
