@@ -96,6 +96,12 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     )
     generation.add_argument("--batch-size", type=int, default=8, help="studies per generate call (default 8)")
     generation.add_argument("--max-new-tokens", type=int, default=256, help="generation length limit (default 256)")
+    generation.add_argument(
+        "--hierarchical",
+        action="store_true",
+        help="two-pass decoding of the Hi-MrGn stage: the findings, then the impression given the findings "
+        "(--max-new-tokens bounds each pass; needs the impression section)",
+    )
     generation.add_argument("--device", default="auto", help="hf backend device: auto, cpu, cuda, cuda:1, ...")
     generation.add_argument("--dtype", default=None, help="model dtype: auto, float32, float16, bfloat16")
     generation.add_argument(
@@ -136,6 +142,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         rows = load_rows(args.data_format, args.data, args.split)
         if args.limit is not None:
             rows = rows[: args.limit]
+    if args.hierarchical and args.model is None:
+        raise ValueError("--hierarchical is a way of generating: it needs --model")
     if args.model is not None:
         if rows is None:
             raise ValueError("--model needs --data (and --data-format, --split) to know which studies to generate for")
@@ -147,6 +155,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             sections=sections,
             max_new_tokens=args.max_new_tokens,
             backend=args.backend,
+            hierarchical=args.hierarchical,
         )
         predictions = generate_predictions(
             rows, args.out_dir, settings, batch_size=args.batch_size, device=args.device, dtype=args.dtype

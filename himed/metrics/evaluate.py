@@ -29,6 +29,9 @@ with a progress bar, each prediction appended to ``DIR/predictions.jsonl`` as so
 with the same ``--out-dir`` skips the ids already there (an interrupted run resumes); ``DIR/generation.json``
 records the settings, and a rerun with different ones is an error rather than a silently mixed file. Backends:
 ``hf`` (``model.generate`` with left padding; CPU or GPU) and ``vllm`` (GPU; imported only when asked for).
+``--hierarchical`` decodes as the Hi-MrGn stage was trained (``himed.trainers.sft``): a first pass asks for the
+findings (``findings_prompt``), a second pass asks for the impression with the first answer as the assistant's
+earlier turn (``impression_prompt``); the prediction is the two answers joined by a line break.
 """
 
 from __future__ import annotations
@@ -495,9 +498,13 @@ class GenerationSettings:
     sections: list[str]
     max_new_tokens: int = 256
     backend: str = "hf"
+    hierarchical: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if not self.hierarchical:  # runs recorded before the flag existed resume unchanged
+            del out["hierarchical"]
+        return out
 
 
 def read_done_ids(path: Path, known_ids: set[str]) -> set[str]:
@@ -624,6 +631,22 @@ class VLLMGenerator:
         return [output.outputs[0].text.strip() for output in outputs]
 
 
+def generate_hierarchical(generator: Any, rows: Sequence[Mapping], sections: Sequence[str], max_new_tokens: int):
+    """Hi-MrGn's two-pass decoding: the findings, then the impression conditioned on the images and the findings.
+
+    ``max_new_tokens`` bounds each pass. Returns one prediction per row: the findings answer, a line break, and the
+    impression answer (the tagged completion the hierarchical stage's two targets join to).
+    """
+    from himed.data.prompts import findings_prompt, impression_prompt
+
+    images = [_pil_images(row) for row in rows]
+    first = [findings_prompt(row, sections=sections) for row in rows]
+    findings = generator.generate(first, images, max_new_tokens)
+    second = [impression_prompt(prompt, answer) for prompt, answer in zip(first, findings, strict=True)]
+    impressions = generator.generate(second, images, max_new_tokens)
+    return [f"{answer}\n{impression}" for answer, impression in zip(findings, impressions, strict=True)]
+
+
 def generate_predictions(
     rows: Sequence[Mapping],
     out_dir: str | Path,
@@ -641,8 +664,10 @@ def generate_predictions(
     """
     from tqdm import tqdm
 
-    from himed.data.prompts import build_prompt
+    from himed.data.prompts import build_prompt, hierarchical_sections
 
+    if settings.hierarchical:
+        hierarchical_sections(settings.sections)  # needs the impression section: fail before loading a model
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     if settings.backend not in BACKENDS:
@@ -666,8 +691,11 @@ def generate_predictions(
     with path.open("a", encoding="utf-8") as file, tqdm(total=len(todo), desc="generating", unit="report") as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            prompts = [build_prompt(row, sections=settings.sections) for row in batch]
-            texts = generator.generate(prompts, [_pil_images(row) for row in batch], settings.max_new_tokens)
+            if settings.hierarchical:
+                texts = generate_hierarchical(generator, batch, settings.sections, settings.max_new_tokens)
+            else:
+                prompts = [build_prompt(row, sections=settings.sections) for row in batch]
+                texts = generator.generate(prompts, [_pil_images(row) for row in batch], settings.max_new_tokens)
             for row, text in zip(batch, texts, strict=True):
                 findings, impression = row.get("findings") or "", row.get("impression") or ""
                 record = {
