@@ -139,6 +139,23 @@ def test_hierarchical_impression_turn_trains_only_the_impression(tiny_model_dir)
     assert "No pneumothorax.</finding><|im_end|>" in processor.tokenizer.decode(batch["input_ids"][1])
 
 
+def test_unit_weight_reduces_to_trl_completion_loss(weighted_trainer):
+    """lambda = 1: the weighted loss is TRL's own (fused-head) loss, so the weighted tokens are TRL's loss tokens."""
+    from trl import SFTTrainer
+
+    trainer = weighted_trainer
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    unit = dict(batch)
+    unit["token_weights"] = (batch["labels"] != -100).float()
+    plain = {k: v for k, v in batch.items() if k != "token_weights"}
+    model = trainer.model.eval()
+    with torch.no_grad():
+        weighted = trainer.compute_loss(model, unit)
+        reference = SFTTrainer.compute_loss(trainer, model, plain)
+    model.train()
+    assert math.isclose(float(weighted), float(reference), rel_tol=1e-4)
+
+
 @pytest.mark.parametrize("stage", ["weighted", "observation", "hierarchical"])
 def test_stage_trains_and_changes_the_parameters(stage, tiny_model_dir, demo_dir, tmp_path):
     from trl import ModelConfig
