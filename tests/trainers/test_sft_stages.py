@@ -156,6 +156,27 @@ def test_unit_weight_reduces_to_trl_completion_loss(weighted_trainer):
     assert math.isclose(float(weighted), float(reference), rel_tol=1e-4)
 
 
+def test_accumulated_micro_batches_equal_one_batch(tiny_model_dir, tmp_path):
+    """The denominator is the accumulated batch's total weight: 2 x 1 rows give the loss and gradient of 1 x 2."""
+    from himed.trainers.weighted import WeightedSFTTrainer
+
+    logged = []
+    for batch_size, steps in ((2, 1), (1, 2)):
+        trainer = WeightedSFTTrainer(
+            model=load_policy(tiny_model_dir),
+            args=_args(
+                tmp_path / str(steps), per_device_train_batch_size=batch_size, gradient_accumulation_steps=steps
+            ),
+            train_dataset=sft_dataset(ROWS, think="empty", weighted=True),
+            processing_class=load_processor(tiny_model_dir),
+            positive_weight=LAMBDA,
+        )
+        trainer.train()
+        logged.append(next(entry for entry in trainer.state.log_history if "loss" in entry))
+    assert math.isclose(logged[0]["loss"], logged[1]["loss"], rel_tol=1e-4)
+    assert math.isclose(logged[0]["grad_norm"], logged[1]["grad_norm"], rel_tol=1e-3)
+
+
 @pytest.mark.parametrize("stage", ["weighted", "observation", "hierarchical"])
 def test_stage_trains_and_changes_the_parameters(stage, tiny_model_dir, demo_dir, tmp_path):
     from trl import ModelConfig
