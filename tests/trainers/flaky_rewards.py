@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 
 def every_other_none(completions, **kwargs):
@@ -10,7 +11,14 @@ def every_other_none(completions, **kwargs):
 
 
 def record_ids(completions, id, trainer_state, **kwargs):
-    """Appends (global step, ids) to $HIMED_TEST_ID_LOG and scores 0: the data order a run saw."""
+    """Appends (global step, ids) to $HIMED_TEST_ID_LOG and scores 0: the data order a run saw.
+
+    With $HIMED_TEST_SLOW_AFTER_STEP set, every later step sleeps $HIMED_TEST_STEP_DELAY seconds, so that a test can
+    kill the run after a checkpoint, before the run ends (without it a tiny run can finish first).
+    """
+    slow_after = os.environ.get("HIMED_TEST_SLOW_AFTER_STEP")
+    if slow_after is not None and trainer_state.global_step >= int(slow_after):
+        time.sleep(float(os.environ.get("HIMED_TEST_STEP_DELAY", "3")))
     with open(os.environ["HIMED_TEST_ID_LOG"], "a") as handle:
         handle.write(json.dumps({"step": trainer_state.global_step, "ids": list(id)}) + "\n")
     return [0.0 for _ in completions]

@@ -119,9 +119,8 @@ def test_kill_and_resume_continues_schedule_and_data_order(tmp_path, tiny_model_
     resumed_dir.mkdir()
     recipe = write_recipe(resumed_dir, tiny_model_dir, demo_dir, max_steps=4, save_strategy="steps", save_steps=2)
     command = [sys.executable, "-m", "himed.trainers.grpo", "--config", str(recipe)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=environment(resumed_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    slowed = {**environment(resumed_dir), "HIMED_TEST_SLOW_AFTER_STEP": "2", "HIMED_TEST_STEP_DELAY": "5"}
+    process = subprocess.Popen(command, cwd=ROOT, env=slowed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint_state = resumed_dir / "out" / "checkpoint-2" / "trainer_state.json"
     deadline = time.time() + 600
     while not checkpoint_state.is_file() and process.poll() is None and time.time() < deadline:
