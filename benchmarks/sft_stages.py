@@ -14,7 +14,7 @@ Each is evaluated on the demo test split (complete references) with ``himed eval
 labeler). Needs the quickstart's data and tiny model (``himed pipeline recipes/quickstart/pipeline.yaml`` makes them,
 or the two ``prepare`` commands in it).
 
-    OMP_NUM_THREADS=1 python benchmarks/sft_stages.py [--steps 300] [--output benchmarks/results/sft_stages.json]
+    OMP_NUM_THREADS=1 python benchmarks/sft_stages.py --steps 300 --output benchmarks/results/sft_stages_300.json
 """
 
 from __future__ import annotations
