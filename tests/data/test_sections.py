@@ -54,7 +54,11 @@ def test_lenient_extraction():
 
 def test_render_target_round_trips():
     target = render_target("Lungs are clear.", "No acute disease.", think="normal study")
-    assert parse_strict(target) == {"think": "normal study", "finding": "Lungs are clear.", "impression": "No acute disease."}
+    assert parse_strict(target) == {
+        "think": "normal study",
+        "finding": "Lungs are clear.",
+        "impression": "No acute disease.",
+    }
     with pytest.raises(ValueError, match="empty 'impression'"):
         render_target("Lungs are clear.", "")
     assert parse_strict(render_target("Lungs clear.", sections=["think", "finding"]), ["think", "finding"])
