@@ -27,18 +27,10 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
+from himed.data.sections import completion_text
+
 IGNORE_INDEX = -100
 SPANS_COLUMN = "weighted_spans"
-
-
-def completion_content(completion) -> str:
-    """The assistant text of a conversational completion (or the completion itself when it is a string)."""
-    if isinstance(completion, str):
-        return completion
-    content = completion[-1]["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text") or "" for part in content)
 
 
 def token_weights_for(
@@ -77,7 +69,7 @@ class TokenWeightCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         spans = [example.pop(SPANS_COLUMN, None) or [] for example in examples]
-        contents = [completion_content(example["completion"]) for example in examples]  # before TRL rewrites them
+        contents = [completion_text(example["completion"]) for example in examples]  # before TRL rewrites them
         batch = self.collator(examples)
         labels = batch["labels"]
         weights = torch.zeros(labels.shape, dtype=torch.float32)
