@@ -7,15 +7,11 @@ The YAML holds TRL's GRPOConfig and ModelConfig fields, himed's data fields and 
 impute); any field can be overridden on the command line (``--learning_rate 1e-6``). Unknown keys are errors.
 """
 
-from trl import GRPOConfig, ModelConfig
-
-from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
-from himed.trainers.grpo import run_grpo
+from himed.trainers.config import parse_recipe
+from himed.trainers.grpo import RECIPE_ARGUMENTS, run_grpo
 
 if __name__ == "__main__":
     # 1. Parse the recipe: YAML values become defaults, command-line flags override them.
-    data_args, reward_args, grpo_args, model_args = parse_recipe(
-        [DataArguments, RewardArguments, GRPOConfig, ModelConfig]
-    )
+    data_args, reward_args, grpo_args, model_args = parse_recipe(RECIPE_ARGUMENTS)
     # 2. Build policy, processor, prompts and reward components; train with scheduled weights; save.
     run_grpo(data_args, reward_args, grpo_args, model_args)

@@ -7,15 +7,11 @@ The YAML holds TRL's SFTConfig and ModelConfig fields and himed's data and stage
 on the command line. Unknown keys are errors.
 """
 
-from trl import ModelConfig, SFTConfig
-
-from himed.trainers.config import DataArguments, SFTStageArguments, parse_recipe
-from himed.trainers.sft import run_sft
+from himed.trainers.config import parse_recipe
+from himed.trainers.sft import RECIPE_ARGUMENTS, run_sft
 
 if __name__ == "__main__":
     # 1. Parse the recipe: YAML values become defaults, command-line flags override them.
-    data_args, stage_args, sft_args, model_args = parse_recipe(
-        [DataArguments, SFTStageArguments, SFTConfig, ModelConfig]
-    )
+    data_args, stage_args, sft_args, model_args = parse_recipe(RECIPE_ARGUMENTS)
     # 2. Build policy, processor and prompt/target pairs; train with a completion-only loss; save.
     run_sft(data_args, stage_args, sft_args, model_args)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from himed.trainers.config import PipelineConfig, first_line_command, parse_recipe
 from himed.trainers.stages import STAGE_MODULES
@@ -47,37 +49,59 @@ def stage_module(kind: str) -> ModuleType:
     return {module.__name__: module for module in (grpo, sft)}[STAGE_MODULES[kind]]
 
 
-def validate_stage_recipe(kind: str, path: str | Path, flags: Sequence[str] = ()) -> tuple:
-    """Parse a stage recipe (plus command-line ``flags``) into its stage's dataclasses and validate it; returns
-    the parsed dataclasses. Raises ValueError naming the file and what to fix."""
+@dataclass
+class ValidatedRecipe:
+    """A recipe that validated: its kind, the parsed dataclasses (a pipeline: its ``PipelineConfig``), what the
+    stage's ``validate`` returned (GRPO: the built ``CompositeReward``) and, for a pipeline, each stage's result."""
+
+    path: str
+    kind: str
+    parsed: tuple
+    checked: Any = None
+    stages: list[ValidatedRecipe] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: what was validated."""
+        if self.kind == "pipeline":
+            return f"{self.path}: pipeline of {len(self.stages)} stages, " + ", ".join(
+                f"{stage.kind} ({stage.path})" for stage in self.stages
+            )
+        line = f"{self.path}: {self.kind} recipe"
+        names = getattr(self.checked, "names", None)
+        return f"{line}, rewards {', '.join(names)}" if names else line
+
+
+def validate_stage_recipe(kind: str, path: str | Path, flags: Sequence[str] = ()) -> ValidatedRecipe:
+    """Parse a stage recipe (plus command-line ``flags``) into its stage's dataclasses and run the stage's
+    ``validate``. Raises ValueError naming the file and what to fix."""
     stage = stage_module(kind)
     parsed = parse_recipe(stage.RECIPE_ARGUMENTS, ["--config", str(path), *flags])
     try:
-        stage.validate(*parsed)
+        checked = stage.validate(*parsed)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    return parsed
+    return ValidatedRecipe(str(path), kind, parsed, checked)
 
 
-def validate_pipeline(config: PipelineConfig) -> None:
-    """Validate every stage's recipe as the pipeline will run it (its overrides, a model and an output folder)."""
+def validate_pipeline(config: PipelineConfig, flags: Sequence[str] = ()) -> list[ValidatedRecipe]:
+    """Validate every stage's recipe as the pipeline will run it (its overrides, the previous stage's model, its
+    output folder), plus ``flags`` (e.g. ``--bf16 false`` to check GPU recipes on a CPU machine)."""
+    results = []
     model_path = config.base_model
     for stage in config.stages:
         output_dir = str(Path(config.output_dir) / stage.name)
-        validate_stage_recipe(stage.kind, stage.recipe, stage.flags(model_path, output_dir))
+        results.append(validate_stage_recipe(stage.kind, stage.recipe, [*stage.flags(model_path, output_dir), *flags]))
         model_path = output_dir
+    return results
 
 
-def validate_recipe(path: str | Path, flags: Sequence[str] = ()) -> tuple:
+def validate_recipe(path: str | Path, flags: Sequence[str] = ()) -> ValidatedRecipe:
     """Validate any recipe under recipes/ (a stage or a pipeline) as it would run, loading no model and no data.
 
-    Returns the parsed dataclasses (for a pipeline: its ``PipelineConfig``, each stage's recipe validated too).
+    ``flags`` are command-line overrides; for a pipeline they are added to every stage's.
     """
     kind = recipe_kind(path)
     if kind != "pipeline":
         return validate_stage_recipe(kind, path, flags)
-    if flags:
-        raise ValueError("a pipeline takes no flags; put them in a stage's overrides")
     config = PipelineConfig.from_file(path)
-    validate_pipeline(config)
-    return (config,)
+    return ValidatedRecipe(str(path), kind, (config,), stages=validate_pipeline(config, flags))

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trl import GRPOConfig, ModelConfig, SFTConfig
+from trl import ModelConfig, SFTConfig
 
-from himed.rewards.composite import CompositeReward
 from himed.rewards.config import RewardsConfig
 from himed.trainers.config import (
     DataArguments,
@@ -16,6 +15,7 @@ from himed.trainers.config import (
     parse_recipe,
 )
 from himed.trainers.pipeline import PipelineConfig
+from himed.trainers.validation import recipe_kind, validate_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -23,7 +23,7 @@ RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 CPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]
 
 
-def recipe_kind(path: Path) -> str:
+def recipe_kind_from_name(path: Path) -> str:
     return path.stem.split("_")[0]
 
 
@@ -41,23 +41,22 @@ def test_recipe_validates(path, monkeypatch):
     command = first_line_command(path)
     assert str(path.relative_to(ROOT)) in command
     kind = recipe_kind(path)
+    assert recipe_kind_from_name(path) == kind  # the file name and the first line agree
+    result = validate_recipe(path.relative_to(ROOT), CPU_OVERRIDES)  # what `himed validate` runs
     if kind == "pipeline":
-        config = PipelineConfig.from_file(path.relative_to(ROOT))
+        (config,) = result.parsed
         assert config.stages
+        assert [stage.kind for stage in result.stages] == [stage.kind for stage in config.stages]
         return
     if kind == "grpo":
-        data, rewards, grpo, model = parse_recipe(
-            [DataArguments, RewardArguments, GRPOConfig, ModelConfig], ["--config", str(path), *CPU_OVERRIDES]
-        )
+        data, rewards, grpo, model = result.parsed
         config = RewardsConfig.from_dict(rewards.reward_block(), where=str(path))
-        components = CompositeReward.from_config(config, sections=data.sections).components
+        components = result.checked.components
         assert [c.name for c in components] == config.names
         assert grpo.report_to in ([], ["none"], "none")
     else:
         assert kind == "sft"
-        data, stage, sft, model = parse_recipe(
-            [DataArguments, SFTStageArguments, SFTConfig, ModelConfig], ["--config", str(path), *CPU_OVERRIDES]
-        )
+        data, stage, sft, model = result.parsed
         # sft_<stage>.yaml runs that stage (sft_weighted: weighted); sft.yaml runs the cold start.
         assert stage.stage == (path.stem.split("_", 1)[1] if "_" in path.stem else "cold_start")
     assert model.model_name_or_path
