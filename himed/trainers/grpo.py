@@ -38,7 +38,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
 from himed.rewards.composite import CompositeReward
 from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
-from himed.trainers.stages import check_stage
+from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, resolve_resume, save_stage_output
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +107,17 @@ class HimedGRPOTrainer(GRPOTrainer):
 
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             if folder.is_dir():
-                (folder / PROVENANCE_FILE).write_text(json.dumps(self.provenance(), indent=2, default=str))
+                self._write_provenance(folder)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / PROVENANCE_FILE).write_text(json.dumps(self.provenance(), indent=2, default=str))
+            self._write_provenance(folder)
+
+    def _write_provenance(self, folder: Path) -> None:
+        (folder / PROVENANCE_FILE).write_text(json.dumps(self.provenance(), indent=2, default=str))
 
 
 def validate(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> CompositeReward:
@@ -137,7 +140,6 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
     from trl import get_peft_config
 
     from himed.data.examples import grpo_dataset
-    from himed.trainers.stages import load_stage_model, load_stage_rows, resolve_resume, save_stage_output
 
     reward = validate(data_args, reward_args, grpo_args, model_args)  # before anything heavy loads
     model, processor = load_stage_model(model_args)

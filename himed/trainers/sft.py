@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from himed.trainers.config import DataArguments, SFTStageArguments, parse_recipe
-from himed.trainers.stages import check_stage
+from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, resolve_resume, save_stage_output
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +108,6 @@ def validate(data_args, stage_args, sft_args: SFTConfig, model_args) -> None:
 def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTrainer:
     """Build model and data from a parsed recipe, train the configured stage, and save the policy and processor."""
     from trl import get_peft_config
-
-    from himed.trainers.stages import load_stage_model, load_stage_rows, resolve_resume, save_stage_output
 
     validate(data_args, stage_args, sft_args, model_args)  # before anything heavy loads
     model, processor = load_stage_model(model_args)

@@ -96,6 +96,7 @@ def test_grpo_with_lora_saves_adapter_and_merged_model(tmp_path, tiny_model_dir,
     model.lora_alpha = 8
     model.lora_target_modules = ["q_proj", "v_proj"]
     run_grpo(data, reward, grpo, model)
+    assert grpo.reward_weights is None  # the trainer sets its own weights; the caller's config is not modified
     output = tmp_path / "grpo"
     assert (output / "adapter" / "adapter_config.json").is_file()
     adapter = load_file(str(output / "adapter" / "adapter_model.safetensors"))
