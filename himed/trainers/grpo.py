@@ -38,7 +38,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
 from himed.rewards.composite import CompositeReward
 from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
-from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, resolve_resume, save_stage_output
+from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -158,9 +158,7 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
         peft_config=get_peft_config(model_args),
         reward=reward,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume(grpo_args.resume_from_checkpoint, grpo_args.output_dir))
-    save_stage_output(trainer, processor, grpo_args.output_dir)
-    return trainer
+    return train_and_save(trainer, processor, grpo_args)
 
 
 def main(argv: Sequence[str] | None = None) -> HimedGRPOTrainer:

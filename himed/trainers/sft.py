@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from himed.trainers.config import DataArguments, SFTStageArguments, parse_recipe
-from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, resolve_resume, save_stage_output
+from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +122,7 @@ def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTraine
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=resolve_resume(sft_args.resume_from_checkpoint, sft_args.output_dir))
-    save_stage_output(trainer, processor, sft_args.output_dir)
-    return trainer
+    return train_and_save(trainer, processor, sft_args)
 
 
 def main(argv: Sequence[str] | None = None) -> SFTTrainer:

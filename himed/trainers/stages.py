@@ -114,3 +114,10 @@ def save_stage_output(trainer, processor, output_dir: str) -> Path:
         processor.save_pretrained(output)
     trainer.accelerator.wait_for_everyone()
     return output
+
+
+def train_and_save(trainer, processor, args):
+    """Train (resuming from ``args.resume_from_checkpoint``: a folder, or ``last``) and save the stage's output."""
+    trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
+    save_stage_output(trainer, processor, args.output_dir)
+    return trainer

@@ -14,15 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 JUDGE = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "judge", "concurency": 8}  # typo
 
 
-def never_load(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("a model or dataset was loaded before validation finished")
-
-    monkeypatch.setattr("himed.models.loading.load_policy", fail)
-    monkeypatch.setattr("himed.models.loading.load_processor", fail)
-    monkeypatch.setattr("himed.data.loaders.load_rows", fail)
-
-
 def grpo_recipe(tmp_path, **overrides) -> Path:
     recipe = yaml.safe_load((ROOT / "recipes/quickstart/grpo.yaml").read_text())
     recipe.update(overrides, output_dir=str(tmp_path / "out"))
@@ -31,8 +22,7 @@ def grpo_recipe(tmp_path, **overrides) -> Path:
     return path
 
 
-def test_judge_key_typo_fails_before_any_model_loads(tmp_path, monkeypatch, capsys):
-    never_load(monkeypatch)
+def test_judge_key_typo_fails_before_any_model_loads(tmp_path, never_load, capsys):
     path = grpo_recipe(tmp_path, rewards=[{"name": "format"}, {"name": "semantic", "kwargs": {"judge": JUDGE}}])
     with pytest.raises(ValueError, match=r"rewards\[1\] \(semantic\).*unknown keys \['concurency'\]"):
         validate_recipe(path)
