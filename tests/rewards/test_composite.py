@@ -230,3 +230,52 @@ def test_group_mean_imputation_keeps_the_group_mean_of_scored_values(group_size,
     for before, after in zip(column, filled, strict=True):
         if not math.isnan(before):
             assert after == before
+
+
+def test_each_entry_is_resolved_once(monkeypatch):
+    from himed.rewards import config as config_module
+    from himed.rewards import registry
+
+    calls, original = [], registry.resolve_reward
+
+    def counting(name):
+        calls.append(name)
+        return original(name)
+
+    monkeypatch.setattr(config_module, "resolve_reward", counting)
+    monkeypatch.setattr(registry, "resolve_reward", counting)
+    reward = CompositeReward.from_config({"rewards": [{"name": "format"}, {"name": "token", "weight": 0.5}]})
+    assert calls == ["format", "token"]
+    assert reward.names == ["format", "token"]
+    assert reward.weights(0) == [1.0, 0.5]
+
+
+def test_composite_totals_impute_and_describe_never_raises():
+    class Broken:
+        __name__ = "broken"
+
+        def __call__(self, completions, **columns):
+            raise RuntimeError("cannot score")
+
+        def describe(self):
+            raise RuntimeError("cannot describe")
+
+    reward = CompositeReward(
+        [
+            RewardComponent("ok", lambda completions, **c: [1.0, None], "low", 1.0),
+            RewardComponent("broken", Broken(), "high", 2.0),
+        ],
+        build_schedule({"name": "step", "boundaries": [10], "values": [1.0, 0.25]}),
+        impute="group_mean",
+    )
+    parts, matrix = reward.score(["a", "b"])  # a raising component is None throughout, not an exception
+    assert parts[1] == [{"value": None}, {"value": None}]
+    assert reward.failure_rates(matrix) == {"ok": 0.5, "broken": 1.0}
+    filled = reward.impute(matrix, group_size=2)
+    assert filled.tolist() == [[1.0, 0.0], [1.0, 0.0]]
+    assert reward.end_step == 10.0
+    assert reward.totals(filled, reward.end_step).tolist() == [0.25, 0.25]
+    assert reward.describe() == {"broken": {"describe_error": "RuntimeError: cannot describe"}}
+    assert math.isnan(CompositeReward(reward.components, reward.schedule, impute="none").totals(matrix, 0)[1])
+    with pytest.raises(ValueError, match="impute mode must be one of group_mean, zero, none"):
+        CompositeReward(reward.components, reward.schedule, impute="mean")
