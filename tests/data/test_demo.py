@@ -12,7 +12,7 @@ from PIL import Image
 
 from himed.cli import main
 from himed.clinical.observations import NO_FINDING, SUPPORT_DEVICES, normalize_labels, with_no_finding
-from himed.data import demo as demo_module
+from himed.data.demo import writing as demo_writing
 from himed.data.demo import (
     DRAWN_OBSERVATIONS,
     ImageFinding,
@@ -110,7 +110,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path, dem
 
 
 def test_worker_processes_write_the_same_files(tmp_path, demo_dir, monkeypatch):
-    monkeypatch.setattr(demo_module, "MIN_STUDIES_PER_WORKER", 5)  # so 30 studies use both workers
+    monkeypatch.setattr(demo_writing, "MIN_STUDIES_PER_WORKER", 5)  # so 30 studies use both workers
     parallel = tmp_path / "parallel"
     generate_demo(parallel, n=30, seed=3, workers=2)
     files = sorted(p.relative_to(demo_dir) for p in demo_dir.rglob("*") if p.is_file())
