@@ -109,6 +109,92 @@ def _sides(side: str | None) -> tuple[str, ...]:
 
 
 _FAINT = 0.45  # hedged (-1) findings are drawn at this fraction of the intensity
+_EDEMA_HAZE = {"mild": 0.16, "moderate": 0.22, "severe": 0.28}
+_EDEMA_HAZE_HEDGED = 0.08
+
+
+def _by_observation(findings: Sequence[ImageFinding]) -> dict[str, list[ImageFinding]]:
+    by_obs: dict[str, list[ImageFinding]] = {}
+    for f in findings:
+        by_obs.setdefault(f.observation, []).append(f)
+    return by_obs
+
+
+def _effusion_height(finding: ImageFinding) -> tuple[float, float]:
+    """(fluid height in image fractions, opacity) of an effusion: graded when clear, small and faint when hedged."""
+    if finding.certainty != 1:
+        return 0.07, 0.6
+    return {"small": 0.09, "moderate": 0.15, "large": 0.22}[finding.severity], 1.0
+
+
+def _patchy_opacity(
+    finding: ImageFinding, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, spread_x: float, detail
+) -> np.ndarray:
+    """A consolidation: six overlapping Gaussian blobs about (cy, cx), scaled by the finding's certainty."""
+    blobs = np.zeros_like(yy)
+    for _ in range(6):
+        by, bx = cy + detail.uniform(-0.05, 0.05), cx + detail.uniform(-spread_x, spread_x)
+        sigma = detail.uniform(0.025, 0.04)
+        blobs = blobs + detail.uniform(0.6, 1.0) * np.exp(-((yy - by) ** 2 + (xx - bx) ** 2) / (2 * sigma**2))
+    amp = 0.38 if finding.certainty == 1 else 0.38 * _FAINT
+    return amp * np.clip(blobs, 0, 1)
+
+
+@dataclass(frozen=True)
+class _DeviceLayout:
+    """Where the support devices run on one view, in (y, x) image fractions before the patient's shift.
+
+    ``courses``: each device's polyline (the pacemaker's is its lead). A point at y = 0 is where a tube enters at
+    the top edge of the film, so it stays there when the patient shifts. ``pacemaker_box``: the generator's
+    (centre y, centre x, half height, half width).
+    """
+
+    courses: dict[str, tuple[tuple[float, float], ...]]
+    pacemaker_box: tuple[float, float, float, float]
+
+
+_FRONTAL_DEVICES = _DeviceLayout(
+    courses={
+        "endotracheal tube": ((0.0, 0.5), (0.3, 0.5)),
+        # Right internal jugular: the patient's right is the image's left.
+        "central line": ((0.06, 0.37), (0.2, 0.44), (0.42, 0.46)),
+        "enteric tube": ((0.0, 0.515), (0.7, 0.53), (0.86, 0.66)),
+        "pacemaker": ((0.2, 0.77), (0.3, 0.55), (0.66, 0.5)),
+    },
+    pacemaker_box=(0.2, 0.8, 0.035, 0.05),
+)
+_LATERAL_DEVICES = _DeviceLayout(
+    courses={
+        "endotracheal tube": ((0.0, 0.42), (0.3, 0.5)),
+        "central line": ((0.08, 0.5), (0.42, 0.4)),
+        "enteric tube": ((0.0, 0.5), (0.7, 0.62), (0.86, 0.55)),
+        # Anterior chest wall (image left), the lead running back to the heart.
+        "pacemaker": ((0.2, 0.15), (0.35, 0.3), (0.65, 0.35)),
+    },
+    pacemaker_box=(0.2, 0.13, 0.035, 0.03),
+)
+
+
+def _draw_devices(
+    image: np.ndarray,
+    devices: Sequence[ImageFinding],
+    layout: _DeviceLayout,
+    shift_y: float,
+    shift_x: float,
+    line_width: float,
+) -> np.ndarray:
+    """Bright (radiopaque) lines for ``devices`` on one view, drawn over everything else."""
+    yy, xx = _grid(image.shape[0])
+    drawn = np.zeros_like(image)
+    for f in devices:
+        points = [(y if y == 0.0 else y + shift_y, x + shift_x) for y, x in layout.courses[f.device]]
+        line = _polyline(yy, xx, points, line_width)
+        if f.device == "pacemaker":
+            cy, cx, half_y, half_x = layout.pacemaker_box
+            box = np.clip(1.0 - np.maximum(abs(yy - cy - shift_y) / half_y, abs(xx - cx - shift_x) / half_x), 0, 1) * 4
+            line = np.maximum(np.clip(box, 0, 1), line)
+        drawn = np.maximum(drawn, line)
+    return _mix(image, 0.97, drawn)
 
 
 def _draw_frontal(
@@ -124,9 +210,7 @@ def _draw_frontal(
         "right": _Lung(0.47 + shift_y, 0.29 + shift_x, 0.30 * scale, 0.155 * scale, -1.0),
         "left": _Lung(0.47 + shift_y, 0.71 + shift_x, 0.29 * scale, 0.15 * scale, 1.0),
     }
-    by_obs: dict[str, list[ImageFinding]] = {}
-    for f in findings:
-        by_obs.setdefault(f.observation, []).append(f)
+    by_obs = _by_observation(findings)
 
     image = np.full((size, size), 0.04, dtype=np.float32)
     image = _mix(image, 0.30, _soft_ellipse(yy, xx, 0.58 + shift_y, 0.5 + shift_x, 0.52, 0.47, edge))
@@ -170,7 +254,7 @@ def _draw_frontal(
         image = image + 0.45 * strength * rim
 
     for f in by_obs.get(EDEMA, []):
-        amp = {"mild": 0.16, "moderate": 0.22, "severe": 0.28}[f.severity] if f.certainty == 1 else 0.08
+        amp = _EDEMA_HAZE[f.severity] if f.certainty == 1 else _EDEMA_HAZE_HEDGED
         haze = np.zeros_like(image)
         for lung in lungs.values():
             hy, hx = lung.cy, lung.cx - lung.lateral * 0.06
@@ -186,8 +270,7 @@ def _draw_frontal(
     # Effusions before the other basal signs, so consolidation and atelectasis stay visible over or above fluid.
     fluid_top = {side: lung.bottom for side, lung in lungs.items()}
     for f in by_obs.get(EFFUSION, []):
-        height = {"small": 0.09, "moderate": 0.15, "large": 0.22}[f.severity] if f.certainty == 1 else 0.07
-        strength = 1.0 if f.certainty == 1 else 0.6
+        height, strength = _effusion_height(f)
         for side in _sides(f.side):
             lung = lungs[side]
             # The meniscus: the fluid line rises towards the lateral chest wall.
@@ -201,13 +284,7 @@ def _draw_frontal(
         lung = lungs[_sides(f.side)[0]]
         cy = lung.cy + (-0.13 if f.zone == "upper" else 0.12) + detail.uniform(-0.02, 0.02)
         cx = lung.cx + lung.lateral * detail.uniform(-0.01, 0.04)
-        blobs = np.zeros_like(image)
-        for _ in range(6):
-            by, bx = cy + detail.uniform(-0.05, 0.05), cx + detail.uniform(-0.045, 0.045)
-            sigma = detail.uniform(0.025, 0.04)
-            blobs = blobs + detail.uniform(0.6, 1.0) * np.exp(-((yy - by) ** 2 + (xx - bx) ** 2) / (2 * sigma**2))
-        amp = 0.38 if f.certainty == 1 else 0.38 * _FAINT
-        image = image + amp * np.clip(blobs, 0, 1) * lung_masks[_sides(f.side)[0]]
+        image = image + _patchy_opacity(f, yy, xx, cy, cx, 0.045, detail) * lung_masks[_sides(f.side)[0]]
 
     for f in by_obs.get(ATELECTASIS, []):
         amp = {"minimal": 0.4, "mild": 0.46}[f.severity] if f.certainty == 1 else 0.46 * _FAINT
@@ -238,22 +315,7 @@ def _draw_frontal(
         )
         image = image + 0.15 * clavicle
 
-    devices = np.zeros_like(image)
-    for f in by_obs.get(SUPPORT_DEVICES, []):
-        sx, sy = shift_x, shift_y
-        if f.device == "endotracheal tube":
-            devices = np.maximum(devices, _segment(yy, xx, (0.0, 0.5 + sx), (0.3 + sy, 0.5 + sx), line_width))
-        elif f.device == "central line":
-            points = [(0.06 + sy, 0.37 + sx), (0.2 + sy, 0.44 + sx), (0.42 + sy, 0.46 + sx)]
-            devices = np.maximum(devices, _polyline(yy, xx, points, line_width))
-        elif f.device == "enteric tube":
-            points = [(0.0, 0.515 + sx), (0.7 + sy, 0.53 + sx), (0.86 + sy, 0.66 + sx)]
-            devices = np.maximum(devices, _polyline(yy, xx, points, line_width))
-        elif f.device == "pacemaker":
-            box = np.clip(1.0 - np.maximum(abs(yy - 0.2 - sy) / 0.035, abs(xx - 0.8 - sx) / 0.05), 0, 1) * 4
-            lead = _polyline(yy, xx, [(0.2 + sy, 0.77 + sx), (0.3 + sy, 0.55 + sx), (0.66 + sy, 0.5 + sx)], line_width)
-            devices = np.maximum(devices, np.maximum(np.clip(box, 0, 1), lead))
-    return _mix(image, 0.97, devices)
+    return _draw_devices(image, by_obs.get(SUPPORT_DEVICES, []), _FRONTAL_DEVICES, shift_y, shift_x, line_width)
 
 
 def _draw_lateral(
@@ -265,9 +327,7 @@ def _draw_lateral(
     line_width = max(0.008, 0.9 / size)
     shift_x, shift_y = anatomy.uniform(-0.025, 0.025, size=2)
     lung = _Lung(0.47 + shift_y, 0.5 + shift_x, 0.31, 0.28, 1.0)
-    by_obs: dict[str, list[ImageFinding]] = {}
-    for f in findings:
-        by_obs.setdefault(f.observation, []).append(f)
+    by_obs = _by_observation(findings)
 
     image = np.full((size, size), 0.04, dtype=np.float32)
     image = _mix(image, 0.30, _soft_ellipse(yy, xx, 0.56 + shift_y, 0.5 + shift_x, 0.52, 0.44, edge))
@@ -287,13 +347,12 @@ def _draw_lateral(
         gas = _soft_ellipse(yy, xx, lung.cy - lung.ry * 0.75, lung.cx, lung.ry * 0.35, lung.rx * 0.7, edge) * lung_mask
         image = _mix(image, 0.03, gas * 0.7 * strength)
     for f in by_obs.get(EDEMA, []):
-        amp = {"mild": 0.16, "moderate": 0.22, "severe": 0.28}[f.severity] if f.certainty == 1 else 0.08
+        amp = _EDEMA_HAZE[f.severity] if f.certainty == 1 else _EDEMA_HAZE_HEDGED
         haze = np.exp(-(((yy - lung.cy) / 0.15) ** 2 + ((xx - lung.cx) / 0.13) ** 2) / 2)
         image = image + amp * haze * lung_mask
     fluid_top = lung.bottom
     for f in by_obs.get(EFFUSION, []):
-        height = {"small": 0.09, "moderate": 0.15, "large": 0.22}[f.severity] if f.certainty == 1 else 0.07
-        strength = 1.0 if f.certainty == 1 else 0.6
+        height, strength = _effusion_height(f)
         # Fluid gathers first in the posterior costophrenic sulcus (image right on this lateral).
         posterior = np.clip((xx - lung.cx) / lung.rx, 0, 1)
         level = lung.bottom - height - 0.08 * posterior
@@ -303,13 +362,7 @@ def _draw_lateral(
     for f in by_obs.get(CONSOLIDATION, []):
         cy = lung.cy + (-0.12 if f.zone == "upper" else 0.12)
         cx = lung.cx + detail.uniform(-0.08, 0.08)
-        blobs = np.zeros_like(image)
-        for _ in range(6):
-            by, bx = cy + detail.uniform(-0.05, 0.05), cx + detail.uniform(-0.05, 0.05)
-            sigma = detail.uniform(0.025, 0.04)
-            blobs = blobs + detail.uniform(0.6, 1.0) * np.exp(-((yy - by) ** 2 + (xx - bx) ** 2) / (2 * sigma**2))
-        amp = 0.38 if f.certainty == 1 else 0.38 * _FAINT
-        image = image + amp * np.clip(blobs, 0, 1) * lung_mask
+        image = image + _patchy_opacity(f, yy, xx, cy, cx, 0.05, detail) * lung_mask
     for f in by_obs.get(ATELECTASIS, []):
         amp = 0.42 if f.certainty == 1 else 0.42 * _FAINT
         y0 = min(lung.bottom - 0.1, fluid_top - 0.04) + detail.uniform(-0.015, 0.015)
@@ -322,21 +375,7 @@ def _draw_lateral(
     heart = _soft_ellipse(yy, xx, 0.64 + shift_y, 0.3 + shift_x + 0.8 * (heart_rx - 0.12), 0.13, heart_rx, edge)
     image = _mix(image, 0.5, heart)
 
-    devices = np.zeros_like(image)
-    for f in by_obs.get(SUPPORT_DEVICES, []):
-        sx, sy = shift_x, shift_y
-        if f.device == "endotracheal tube":
-            devices = np.maximum(devices, _segment(yy, xx, (0.0, 0.42 + sx), (0.3 + sy, 0.5 + sx), line_width))
-        elif f.device == "central line":
-            devices = np.maximum(devices, _segment(yy, xx, (0.08 + sy, 0.5 + sx), (0.42 + sy, 0.4 + sx), line_width))
-        elif f.device == "enteric tube":
-            points = [(0.0, 0.5 + sx), (0.7 + sy, 0.62 + sx), (0.86 + sy, 0.55 + sx)]
-            devices = np.maximum(devices, _polyline(yy, xx, points, line_width))
-        elif f.device == "pacemaker":
-            box = np.clip(1.0 - np.maximum(abs(yy - 0.2 - sy) / 0.035, abs(xx - 0.13 - sx) / 0.03), 0, 1) * 4
-            lead = _polyline(yy, xx, [(0.2 + sy, 0.15 + sx), (0.35 + sy, 0.3 + sx), (0.65 + sy, 0.35 + sx)], line_width)
-            devices = np.maximum(devices, np.maximum(np.clip(box, 0, 1), lead))
-    return _mix(image, 0.97, devices)
+    return _draw_devices(image, by_obs.get(SUPPORT_DEVICES, []), _LATERAL_DEVICES, shift_y, shift_x, line_width)
 
 
 def _mottle(noise: np.random.Generator, size: int, std: float = 0.025) -> np.ndarray:
