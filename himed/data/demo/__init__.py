@@ -43,9 +43,15 @@ Labels are image truth; report text may omit
 Output of :func:`generate_demo` (R2Gen layout, DESIGN.md section 2)::
 
     DIR/annotation.json   {"train"|"val"|"test": [{"id", "report", "image_path", "split", "findings",
-                          "impression", "labels", "views", ["indication"]}]}
+                          "impression", "labels", "views", ["indication"], ["prior_report"]}]}
     DIR/images/<id>/<view>.png   image_path entries are relative to DIR/images/
     DIR/meta.json         n, seed, omit_rate, image_size, generator version, prevalences, split counts
+
+Prior reports
+    With ``prior_rate`` > 0 (``himed data demo --prior-rate R``), a fraction R of the studies carry a
+    ``prior_report``: the report of an earlier study of the same patient, written by the same prose generator from
+    the study's findings perturbed (some new since, some resolved, grades changed). The R2Gen loader reads it into
+    the row's ``prior_report``, which the prompt shows when ``include_prior`` is on. The default 0 writes none.
 
 Everything is a pure function of ``(seed, study index)``: the same arguments give byte-identical files, and
 :func:`report_corpus` returns the same report texts as :func:`generate_demo` without drawing any image.
@@ -64,8 +70,9 @@ from himed.data.demo.findings import (
     ImageFinding,
     image_findings_from_labels,
     sample_image_findings,
+    sample_prior_findings,
 )
-from himed.data.demo.report import report_corpus, sample_study, write_report
+from himed.data.demo.report import report_corpus, sample_prior_report, sample_study, write_report
 from himed.data.demo.writing import generate_demo, split_assignment, study_id
 
 __all__ = [
@@ -84,6 +91,8 @@ __all__ = [
     "image_findings_from_labels",
     "report_corpus",
     "sample_image_findings",
+    "sample_prior_findings",
+    "sample_prior_report",
     "sample_study",
     "split_assignment",
     "study_id",

@@ -6,8 +6,8 @@ See :mod:`himed.data.demo` for what a study is and how labels relate to the draw
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from himed.clinical.observations import SUPPORT_DEVICES
 
@@ -71,6 +71,10 @@ INDICATIONS = (
     "Weakness.",
 )
 INDICATION_RATE = 0.3
+# A prior study of the same patient: each current finding was already there with this probability (otherwise it
+# is new since), and a finding absent now was there before (since resolved) with PRIOR_RESOLVED_RATE.
+PRIOR_KEPT_RATE = 0.7
+PRIOR_RESOLVED_RATE = 0.3
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class DemoStudy:
     labels: dict[str, int] = field(hash=False)
     omitted: tuple[str, ...] = ()
     indication: str | None = None
+    prior_report: str | None = None
 
     @property
     def report(self) -> str:
@@ -159,3 +164,24 @@ def image_findings_from_labels(labels: Mapping[str, int], side: str = "right") -
         obs_side = "bilateral" if obs == EDEMA else side
         out.append(ImageFinding(obs, certainty, obs_side, severity, "lower" if obs == CONSOLIDATION else None))
     return tuple(out)
+
+
+def sample_prior_findings(current: Sequence[ImageFinding], rng: random.Random) -> tuple[ImageFinding, ...]:
+    """What an earlier study of the same patient showed: ``current`` perturbed, in ``DRAWN_OBSERVATIONS`` order.
+
+    Each current finding was present before with ``PRIOR_KEPT_RATE`` (its grade re-drawn, so it may have been
+    milder or worse); findings of an independent draw that are absent now were present with
+    ``PRIOR_RESOLVED_RATE`` (resolved since). Devices are kept or removed like any finding.
+    """
+    present = {f.observation for f in current}
+    earlier: list[ImageFinding] = []
+    for finding in current:
+        if rng.random() >= PRIOR_KEPT_RATE:
+            continue
+        severities = SEVERITIES.get(finding.observation)
+        if severities is not None and finding.certainty == 1:
+            finding = replace(finding, severity=rng.choice(severities))
+        earlier.append(finding)
+    resolved = [f for f in sample_image_findings(rng) if f.observation not in present]
+    earlier.extend(f for f in resolved if rng.random() < PRIOR_RESOLVED_RATE)
+    return tuple(sorted(earlier, key=lambda f: DRAWN_OBSERVATIONS.index(f.observation)))

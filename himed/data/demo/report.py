@@ -26,6 +26,7 @@ from himed.data.demo.findings import (
     ImageFinding,
     _study_random,
     sample_image_findings,
+    sample_prior_findings,
 )
 
 _ADVERB = {"mild": "mildly", "moderate": "moderately", "severe": "severely"}
@@ -303,8 +304,19 @@ def write_report(
     return findings, impression, labels, omitted
 
 
-def sample_study(index: int, seed: int = 0, omit_rate: float = 0.0, lateral_rate: float = LATERAL_RATE) -> DemoStudy:
-    """Study ``index`` of the demo set with ``seed``: a pure function of its arguments."""
+def sample_study(
+    index: int,
+    seed: int = 0,
+    omit_rate: float = 0.0,
+    lateral_rate: float = LATERAL_RATE,
+    prior_rate: float = 0.0,
+) -> DemoStudy:
+    """Study ``index`` of the demo set with ``seed``: a pure function of its arguments.
+
+    With probability ``prior_rate`` the study has a ``prior_report``: the report of an earlier study of the same
+    patient (:func:`sample_prior_report`). Priors use their own random streams, so ``prior_rate`` changes nothing
+    else, and the studies with a prior at a lower rate keep it at a higher one.
+    """
     rng = _study_random(seed, index)
     image_findings = sample_image_findings(rng)
     has_device = any(f.observation == SUPPORT_DEVICES for f in image_findings)
@@ -315,7 +327,19 @@ def sample_study(index: int, seed: int = 0, omit_rate: float = 0.0, lateral_rate
     # The text random stream is separate so that changing a template list does not move the drawn findings.
     text_rng = random.Random(f"himed-demo-text/{seed}/{index}")
     findings, impression, labels, omitted = write_report(image_findings, text_rng, omit_rate)
-    return DemoStudy(index, image_findings, views, findings, impression, labels, omitted, indication)
+    prior_rng = random.Random(f"himed-demo-prior/{seed}/{index}")
+    prior = sample_prior_report(image_findings, prior_rng) if prior_rng.random() < prior_rate else None
+    return DemoStudy(index, image_findings, views, findings, impression, labels, omitted, indication, prior)
+
+
+def sample_prior_report(image_findings: Sequence[ImageFinding], rng: random.Random) -> str:
+    """The report (findings + impression) of an earlier study of the same patient, by :func:`write_report`.
+
+    Its findings are ``image_findings`` perturbed (:func:`sample_prior_findings`): some current findings are new
+    since, some earlier ones have resolved, grades differ. The prior is complete (nothing omitted).
+    """
+    findings, impression, _, _ = write_report(sample_prior_findings(image_findings, rng), rng)
+    return f"{findings} {impression}" if impression else findings
 
 
 def report_corpus(n: int = 2000, seed: int = 0) -> list[str]:

@@ -48,11 +48,13 @@ def split_assignment(n: int, seed: int = 0) -> list[str]:
     return splits
 
 
-def _check_rates(omit_rate: float, lateral_rate: float) -> None:
+def _check_rates(omit_rate: float, lateral_rate: float, prior_rate: float = 0.0) -> None:
     if not 0.0 <= omit_rate < 1.0:
         raise ValueError(f"omit_rate must be in [0, 1), got {omit_rate}")
     if not 0.0 <= lateral_rate <= 1.0:
         raise ValueError(f"lateral_rate must be in [0, 1], got {lateral_rate}")
+    if not 0.0 <= prior_rate <= 1.0:
+        raise ValueError(f"prior_rate must be in [0, 1], got {prior_rate}")
 
 
 def _is_demo_meta(path: Path) -> bool:
@@ -139,6 +141,7 @@ def generate_demo(
     overwrite: bool = False,
     workers: int = 1,
     omit_splits: Sequence[str] = OMIT_SPLITS,
+    prior_rate: float = 0.0,
 ) -> dict:
     """Write the demo set to ``out_dir`` (layout in the module docstring) and return its summary.
 
@@ -147,7 +150,8 @@ def generate_demo(
     ``mentioned`` (fraction with the observation in their labels at all). ``omit_rate`` applies to the rows of
     ``omit_splits`` only (default: train), so evaluation references stay complete. ``workers`` > 1 draws in that many
     processes (spawned: a script calling this needs the usual ``if __name__ == "__main__":`` guard); the files are
-    identical either way. Raises ValueError for bad arguments or an output directory that cannot be written.
+    identical either way. ``prior_rate``: the fraction of studies whose row has a ``prior_report`` (an earlier report
+    of the same patient; 0 writes none and leaves every file as it was before priors existed). Raises ValueError for bad arguments or an output directory that cannot be written.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 3:
         raise ValueError(f"n must be an integer of at least 3 (one study per split), got {n!r}")
@@ -157,7 +161,7 @@ def generate_demo(
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    _check_rates(omit_rate, lateral_rate)
+    _check_rates(omit_rate, lateral_rate, prior_rate)
     omit_splits = tuple(omit_splits)
     unknown = sorted(set(omit_splits) - set(SPLIT_FRACTIONS))
     if unknown:
@@ -169,7 +173,7 @@ def generate_demo(
 
     splits = split_assignment(n, seed)
     studies = [
-        sample_study(index, seed, omit_rate if splits[index] in omit_splits else 0.0, lateral_rate)
+        sample_study(index, seed, omit_rate if splits[index] in omit_splits else 0.0, lateral_rate, prior_rate)
         for index in range(n)
     ]
     n_images = _draw_all(out_dir / "images", studies, seed, image_size, workers)
@@ -193,6 +197,8 @@ def generate_demo(
         }
         if study.indication:
             row["indication"] = study.indication
+        if study.prior_report:
+            row["prior_report"] = study.prior_report
         annotation[splits[study.index]].append(row)
     omitted_findings = sum(len(study.omitted) for study in studies)
 
@@ -219,6 +225,9 @@ def generate_demo(
         "mentioned": {obs: round(count / n, 4) for obs, count in mentioned_counts.items() if count},
         "configured_prevalence": dict(PREVALENCE),
     }
+    if prior_rate:  # only when used, so that sets made without priors keep their meta.json byte for byte
+        summary["prior_rate"] = prior_rate
+        summary["prior_reports"] = sum(study.prior_report is not None for study in studies)
     (out_dir / "meta.json").write_text(json.dumps(summary, indent=2) + "\n")
     # Written last: an interrupted run leaves no annotation.json that looks complete.
     (out_dir / "annotation.json").write_text(json.dumps(annotation) + "\n")
