@@ -83,13 +83,15 @@ def label_agreement(
     return {"accuracy": accuracy, "f1": f1}
 
 
-@register_reward("clinical", level="low", weight=1.0)
+@register_reward
 class ClinicalReward(Reward):
     """Label agreement between completion and reference; see the module docstring for every option."""
 
     name = "clinical"
     level = "low"
     weight = 1.0
+    parts = ("accuracy", "f1")
+    lazy_attributes = ("_labeler",)  # a labeler model is built on first use, not pickled with the reward
 
     def __init__(
         self,
@@ -127,11 +129,6 @@ class ClinicalReward(Reward):
 
             self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
         return self._labeler
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_labeler"] = None
-        return state
 
     def _reference_labels(self, references: list[str], columns: dict[str, Any]) -> list[dict[str, int] | str | None]:
         """Per row: a labels dict from the row, the reference text to label, or None (invalid row labels)."""

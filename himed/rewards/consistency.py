@@ -49,13 +49,15 @@ def count_clashes(
     return clashes, shared
 
 
-@register_reward("consistency", level="low", weight=0.5)
+@register_reward
 class ConsistencyReward(Reward):
     """``1 / (1 + clashes)`` between the finding and impression sections; see the module docstring."""
 
     name = "consistency"
     level = "low"
     weight = 0.5
+    parts = ("clashes", "shared")
+    lazy_attributes = ("_labeler",)  # a labeler model is built on first use, not pickled with the reward
 
     def __init__(
         self,
@@ -96,11 +98,6 @@ class ConsistencyReward(Reward):
 
             self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
         return self._labeler
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_labeler"] = None
-        return state
 
     def score(self, texts: list[str], references: list[str], **columns: Any) -> list[dict[str, float | None]]:
         parsed = [parse_strict(text, self.sections) for text in texts]

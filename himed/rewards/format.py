@@ -17,13 +17,14 @@ from himed.rewards.registry import register_reward
 FORMAT_PASS, FORMAT_FAIL = 1.0, -1.0  # HiMed-RL eq. 7
 
 
-@register_reward("format", level="low", weight=1.0)
+@register_reward
 class FormatReward(Reward):
     """+1 strict parse, -1 otherwise (HiMed-RL eq. 7). ``sections``: the recipe's completion sections."""
 
     name = "format"
     level = "low"
     weight = 1.0
+    parts = ()
 
     def __init__(self, sections: Sequence[str] = DEFAULT_SECTIONS):
         super().__init__(sections=validate_sections(sections))

@@ -27,13 +27,14 @@ RADGRAPH_LEVELS = ("simple", "partial", "complete")
 PYTHON_VARIABLE = "HIMED_RADGRAPH_PYTHON"
 
 
-@register_reward("radgraph", level="low", weight=1.0)
+@register_reward
 class RadGraphReward(Reward):
     """RadGraph F1 of the lenient completion text against the reference (module docstring)."""
 
     name = "radgraph"
     level = "low"
     weight = 1.0
+    parts = RADGRAPH_LEVELS
 
     def __init__(
         self,

@@ -51,7 +51,7 @@ def _judge_config_error() -> type[Exception]:
     return JudgeConfigError
 
 
-@register_reward("semantic", level="high", weight=1.0)
+@register_reward
 class SemanticReward(Reward):
     """HiMed-RL eq. 6 with a pluggable judge; see the module docstring for every option."""
 
@@ -59,12 +59,15 @@ class SemanticReward(Reward):
     level = "high"
     weight = 1.0
 
-    def __new__(cls, *args: Any, concurrent: bool = False, **kwargs: Any):
-        # ``concurrent: true`` in a config builds the subclass whose __call__ is a coroutine function: TRL decides
-        # sync or async from the type, so the choice has to be made when the object is made.
-        if concurrent and not issubclass(cls, AsyncSemanticReward):
-            cls = AsyncSemanticReward
-        return super().__new__(cls)
+    parts = AXES
+
+    @classmethod
+    def from_config(cls, *, concurrent: bool = False, **kwargs: Any) -> SemanticReward:
+        """The reward of a config entry: ``concurrent: true`` builds :class:`AsyncSemanticReward`.
+
+        TRL decides whether to await a reward from its type (an ``async def __call__``), so the choice is a class.
+        """
+        return (AsyncSemanticReward if concurrent else SemanticReward)(**kwargs)
 
     def __init__(
         self,
@@ -76,6 +79,11 @@ class SemanticReward(Reward):
         super().__init__(sections=validate_sections(sections))
         if aggregate not in AGGREGATES:
             raise ValueError(f"semantic reward: aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if bool(concurrent) != isinstance(self, AsyncSemanticReward):
+            raise ValueError(
+                "semantic reward: concurrent is what the class is (AsyncSemanticReward has an async __call__); build "
+                "it with SemanticReward.from_config(concurrent=...) or pick the class"
+            )
         self.aggregate = aggregate
         self.concurrent = bool(concurrent)
         self.judge = build_judge(judge if judge is not None else {"backend": "labeler"})
@@ -215,6 +223,9 @@ class SemanticReward(Reward):
 
 class AsyncSemanticReward(SemanticReward):
     """``SemanticReward`` whose ``__call__`` is a coroutine function (``concurrent: true``); see the module docstring."""
+
+    def __init__(self, *args: Any, concurrent: bool = True, **kwargs: Any):
+        super().__init__(*args, concurrent=concurrent, **kwargs)
 
     async def __call__(self, completions: Sequence, **columns: Any) -> list[float | None]:
         return await self.acall(completions, **columns)
