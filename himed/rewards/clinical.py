@@ -85,7 +85,10 @@ def label_agreement(
 
 @register_reward
 class ClinicalReward(Reward):
-    """Label agreement between completion and reference; see the module docstring for every option."""
+    """CheXpert-label agreement (accuracy or F1) between the completion and the reference.
+
+    Every option: the module docstring.
+    """
 
     name = "clinical"
     level = "low"

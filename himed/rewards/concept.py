@@ -159,7 +159,10 @@ def keyword_bonus(count: int, beta: float = 0.02, cap: float = 0.2) -> float:
 
 @register_reward
 class ConceptReward(Reward):
-    """HiMed-RL concept reward (eq. 4-5); see the module docstring for the exact definition."""
+    """ROUGE-L + METEOR + a capped radiology-keyword bonus (HiMed-RL eq. 4-5).
+
+    The exact definition: the module docstring.
+    """
 
     name = "concept"
     level = "low"

@@ -51,7 +51,10 @@ def count_clashes(
 
 @register_reward
 class ConsistencyReward(Reward):
-    """``1 / (1 + clashes)`` between the finding and impression sections; see the module docstring."""
+    """1 / (1 + clashes), counting observations labelled differently in the finding and impression sections.
+
+    The exact definition: the module docstring.
+    """
 
     name = "consistency"
     level = "low"

@@ -19,7 +19,10 @@ FORMAT_PASS, FORMAT_FAIL = 1.0, -1.0  # HiMed-RL eq. 7
 
 @register_reward
 class FormatReward(Reward):
-    """+1 strict parse, -1 otherwise (HiMed-RL eq. 7). ``sections``: the recipe's completion sections."""
+    """+1 when the completion parses strictly into the sections, -1 otherwise (HiMed-RL eq. 7).
+
+    ``sections``: the recipe's completion sections.
+    """
 
     name = "format"
     level = "low"

@@ -64,7 +64,10 @@ def sentence_token_runs(text: str) -> list[tuple[str, ...]]:
 
 @register_reward
 class RepetitionGuard(Reward):
-    """Penalty in [-1, 0] for repeated sentences or n-grams (module docstring)."""
+    """Guard: a penalty in [-1, 0] for repeated sentences or n-grams.
+
+    The exact definition: the module docstring.
+    """
 
     name = "repetition"
     level = "low"
@@ -131,7 +134,10 @@ def keyword_mentions(tokens: tuple[str, ...], terms: frozenset[tuple[str, ...]],
 
 @register_reward
 class KeywordStuffingGuard(Reward):
-    """Penalty in [-1, 0] for a keyword density far above the reference's (module docstring)."""
+    """Guard: a penalty in [-1, 0] for a keyword density far above the reference's.
+
+    The exact definition: the module docstring.
+    """
 
     name = "keyword_stuffing"
     level = "low"
@@ -174,7 +180,10 @@ class KeywordStuffingGuard(Reward):
 
 @register_reward
 class LengthGuard(Reward):
-    """Penalty in [-1, 0] for a length ratio to the reference outside ``[low, high]`` (module docstring)."""
+    """Guard: a penalty in [-1, 0] for a length far from the reference's.
+
+    The exact definition: the module docstring.
+    """
 
     name = "length"
     level = "low"

@@ -29,7 +29,10 @@ PYTHON_VARIABLE = "HIMED_RADGRAPH_PYTHON"
 
 @register_reward
 class RadGraphReward(Reward):
-    """RadGraph F1 of the lenient completion text against the reference (module docstring)."""
+    """RadGraph F1 of the completion against the reference, through the RadGraph bridge.
+
+    The set-up and the levels: the module docstring.
+    """
 
     name = "radgraph"
     level = "low"

@@ -53,7 +53,10 @@ def _judge_config_error() -> type[Exception]:
 
 @register_reward
 class SemanticReward(Reward):
-    """HiMed-RL eq. 6 with a pluggable judge; see the module docstring for every option."""
+    """A judge's accuracy + relevance + completeness of the report against the reference (HiMed-RL eq. 6).
+
+    Every option: the module docstring.
+    """
 
     name = "semantic"
     level = "high"

@@ -139,7 +139,10 @@ def token_score(candidate: tuple[str, ...], reference: tuple[str, ...], weights:
 
 @register_reward
 class TokenReward(Reward):
-    """HiMed-RL token reward (eq. 1-3); see the module docstring for the exact definition."""
+    """Clipped n-gram precision with a brevity penalty (HiMed-RL eq. 1-3).
+
+    The exact definition: the module docstring.
+    """
 
     name = "token"
     level = "low"
