@@ -10,10 +10,13 @@ from himed.rewards.base import Reward
 from himed.rewards.catalogue import (
     BEGIN_MARKER,
     END_MARKER,
+    SCHEDULE_BEGIN_MARKER,
+    SCHEDULE_END_MARKER,
     catalogue,
     format_default,
     markdown_table,
     replace_marked_block,
+    schedule_table,
 )
 from himed.rewards.config import RewardsConfig
 from himed.rewards.registry import register_reward, registered_names, resolve_reward
@@ -77,14 +80,18 @@ def test_a_plugin_registered_reward_appears(monkeypatch, capsys):
 
 def test_update_rewrites_only_the_marked_block(tmp_path, capsys):
     page = tmp_path / "rewards.md"
-    page.write_text(f"# Rewards\n\nintro\n\n{BEGIN_MARKER}\nold table\n{END_MARKER}\n\nafter\n")
+    page.write_text(
+        f"# Rewards\n\nintro\n\n{BEGIN_MARKER}\nold table\n{END_MARKER}\n\n"
+        f"{SCHEDULE_BEGIN_MARKER}\nold schedules\n{SCHEDULE_END_MARKER}\n\nafter\n"
+    )
     assert main(["rewards", "--update", str(page)]) == 0
     text = page.read_text()
-    assert text.startswith("# Rewards\n\nintro\n\n") and text.endswith(f"{END_MARKER}\n\nafter\n")
+    assert text.startswith("# Rewards\n\nintro\n\n") and text.endswith(f"{SCHEDULE_END_MARKER}\n\nafter\n")
     assert markdown_table() in text and "old table" not in text
+    assert schedule_table() in text and "old schedules" not in text
     assert main(["rewards", "--update", str(page)]) == 0
     assert "already up to date" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="no reward catalogue markers"):
+    with pytest.raises(ValueError, match="no catalogue markers"):
         replace_marked_block("no markers", "table", "x.md")
     (tmp_path / "plain.md").write_text("nothing\n")
     assert main(["rewards", "--update", str(tmp_path / "plain.md")]) == 2
@@ -97,3 +104,17 @@ def test_update_rewrites_only_the_marked_block(tmp_path, capsys):
 def test_defaults_read_as_yaml(value, text):
     assert format_default(value) == text
     assert format_default(inspect.Parameter.empty) == "(required)"
+
+
+def test_schedule_table_lists_every_schedule_with_its_defaults():
+    from himed.rewards.schedules import build_schedule, schedule_names
+
+    table = schedule_table()
+    for name in schedule_names():
+        assert f"| `{name}` |" in table
+    assert "`total_steps` (default 10000)" in table and "`alpha_min` (default 0.1)" in table
+    assert "`alpha_low` (default 0.5)" in table
+    # The defaults shown are what a schedule built with no parameters uses.
+    assert build_schedule({"name": "linear"}).params() == {"name": "linear", "total_steps": 10000, "alpha_min": 0.1}
+    assert build_schedule({"name": "constant"}).params() == {"name": "constant", "alpha_low": 0.5}
+    assert "`boundaries` (required)" in table
