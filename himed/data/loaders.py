@@ -1,4 +1,4 @@
-"""Loaders from on-disk datasets to validated study rows (DESIGN.md section 2).
+"""Loaders from on-disk datasets to validated study rows (docs/data.md).
 
 Formats, each reached through ``load_rows(format, path, split, **options)``:
 

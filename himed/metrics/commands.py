@@ -1,4 +1,4 @@
-"""Commands ``himed evaluate``, ``himed compare`` and ``himed plot`` (DESIGN.md section 4).
+"""Commands ``himed evaluate``, ``himed compare`` and ``himed plot`` (docs/evaluation.md).
 
 Nothing heavy is imported at module level: ``himed --help`` must stay fast.
 """

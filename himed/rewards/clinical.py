@@ -1,10 +1,10 @@
-"""The clinical reward: CheXpert-label agreement between a completion and its reference (DESIGN.md section 3).
+"""The clinical reward: CheXpert-label agreement between a completion and its reference (docs/rewards.md).
 
 Not one of the paper's equations: a clinical-efficacy signal at the low level, computed like the CE metrics of
 report-generation papers but per completion.
 
 - Candidate labels: the labeler (``labeler: rules`` by default, ``chexbert`` with its kwargs) run on the lenient
-  extraction of the completion (DESIGN.md section 2).
+  extraction of the completion (docs/data.md).
 - Reference labels: ``reference_labels: report`` labels the reference text with the same labeler;
   ``reference_labels: row`` uses the row's ``labels`` column (a dict, its JSON text, or an Arrow struct dict with
   None for unmentioned observations), and labels the reference text for a row whose labels are missing or empty

@@ -1,6 +1,6 @@
 """The consistency reward (beyond the paper): does the impression contradict the findings?
 
-The completion is parsed strictly (DESIGN.md section 2) and its finding and impression sections are labelled
+The completion is parsed strictly (docs/data.md) and its finding and impression sections are labelled
 separately by the labeler (``labeler: rules`` by default). A *clash* is an observation labelled positive (1) in one
 section and negative (0) in the other. Uncertain (-1) against either is hedging, not a clash; an observation that
 one section does not mention is not a clash either (an impression summarises and may leave findings out). No Finding
@@ -16,7 +16,7 @@ like any failure (the group's mean by default), so a format failure is not punis
 already gives it -1. The logged failure rate of this reward is therefore about the format failure rate.
 
 Parts: ``clashes`` and ``shared`` (observations with a definite 1/0 label in both sections). Registered ``low``
-with weight 0.5 (DESIGN.md table): a secondary signal next to the paper's rewards.
+with weight 0.5 (docs/rewards.md): a secondary signal next to the paper's rewards.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The format reward of HiMed-RL (eq. 7): +1 when the completion parses strictly into the recipe's sections, else -1.
 
-Strict parse (DESIGN.md section 2, ``himed.data.sections.parse_strict``): exactly one of each configured tag, in
+Strict parse (docs/data.md, ``himed.data.sections.parse_strict``): exactly one of each configured tag, in
 order, only whitespace outside them, finding and impression non-empty. The reference is not used, so this reward
 scores rows without a reference column too; it never returns None.
 """

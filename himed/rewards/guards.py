@@ -2,7 +2,7 @@
 
 A GRPO policy that maximises n-gram, keyword and label rewards can learn degenerate reports: the same sentence
 over and over, lists of radiology keywords, or far too long or short text. Each guard scores one such pattern on
-the lenient extraction of the completion (DESIGN.md section 2), tokenized like the token reward (lowercase ASCII
+the lenient extraction of the completion (docs/data.md), tokenized like the token reward (lowercase ASCII
 ``[a-z0-9]+`` runs), as a penalty in [-1, 0]: 0 for a normal report, down to -1 for a fully degenerate one. With a
 positive weight it subtracts from the total; with ``weight: 0`` it is only logged (``rewards/<name>/mean``) and
 written by ``himed score``. Guards are off unless a config lists them.

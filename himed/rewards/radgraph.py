@@ -1,7 +1,7 @@
 """RadGraph F1 as a reward: entity and relation overlap between the completion and the reference report.
 
 RadGraph (Jain et al. 2021; radgraph-xl by default) runs in the user's own Python environment through
-``himed.clinical.radgraph.RadGraphBridge`` (DESIGN.md section 6: the published ``radgraph`` package needs
+``himed.clinical.radgraph.RadGraphBridge`` (docs/rewards.md: the published ``radgraph`` package needs
 transformers < 5). The reward is one of the F1 levels of ``F1RadGraph(reward_level="all")``: ``simple`` (entities),
 ``partial`` (entities and relations, the level used as a reward in the RadGraph-reward literature; default) or
 ``complete``; all three are parts (``radgraph/simple``, ``radgraph/partial``, ``radgraph/complete``). A pair RadGraph

@@ -1,14 +1,14 @@
 """The semantic reward of HiMed-RL (eq. 6, the high level): a judge scores each report against its reference.
 
 ``J = accuracy + relevance + completeness`` (``aggregate: sum``, 0..3, the paper) or their mean (``mean``, 0..1),
-the three STARD 2015 axes of ``himed.verifiers.prompt``. The judge comes from the ``judge`` kwarg (DESIGN.md
-sections 3 and 5): ``{backend: labeler}`` (offline, the default; ``judge: labeler`` for short) or
+the three STARD 2015 axes of ``himed.verifiers.prompt``. The judge comes from the ``judge`` kwarg (docs/rewards.md,
+docs/judges.md): ``{backend: labeler}`` (offline, the default; ``judge: labeler`` for short) or
 ``{backend: openai, base_url, model, ...}`` (every key: ``himed.verifiers.openai_judge.OpenAIJudge``).
 
-- Candidate: the lenient extraction of the completion (DESIGN.md section 2). An empty candidate is scored 0 on every
+- Candidate: the lenient extraction of the completion (docs/data.md). An empty candidate is scored 0 on every
   axis without asking the judge: an empty report is a real (bad) answer, as for the token and concept rewards.
 - A pair the judge could not score (error, timeout, unusable answer, batch deadline) is None, with its parts None;
-  the composite imputes it (DESIGN.md section 3) and logs the failure rate. Never a silent 0.
+  the composite imputes it (docs/rewards.md) and logs the failure rate. Never a silent 0.
 - A judge set-up error that would fail every call (``JudgeConfigError``: a missing API key, a refused key) is
   raised, unlike other errors: a run whose semantic level is always None would train on the low level alone
   without anyone noticing.
@@ -119,7 +119,7 @@ class SemanticReward(Reward):
         results: list[dict[str, float | None]] = []
         for i, (candidate, reference) in enumerate(zip(candidates, references, strict=True)):
             if not reference.strip():
-                score = None  # a data error (DESIGN.md section 3): nothing to judge against
+                score = None  # an empty reference is a data error: nothing to judge against
             elif not candidate:
                 score = JudgeScore(0.0, 0.0, 0.0)
                 self.counts["empty_candidates"] += 1

@@ -1,6 +1,6 @@
 """The token-level reward of HiMed-RL (eq. 1-3): clipped n-gram precision with a brevity penalty.
 
-For a candidate ``c`` (the lenient extraction of the completion, DESIGN.md section 2) and its reference ``r``, both
+For a candidate ``c`` (the lenient extraction of the completion, docs/data.md) and its reference ``r``, both
 tokenized by :mod:`himed.rewards.tokens`:
 
 - ``p_n`` (eq. 1): the clipped n-gram precision, ``sum_g min(count_c(g), count_r(g)) / number of n-grams of c``;

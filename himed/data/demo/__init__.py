@@ -28,7 +28,7 @@ Image conventions
     (112 by default: a Qwen2.5-VL vision tower with patch 14 and a 2x2 merge sees 16 visual tokens).
 
 Labels are image truth; report text may omit
-    A row's ``labels`` follow DESIGN.md section 2: ``1``/``-1`` for every drawn finding, ``0`` for an absent finding
+    A row's ``labels`` follow docs/data.md: ``1``/``-1`` for every drawn finding, ``0`` for an absent finding
     the report mentions negatively ("No pleural effusion."), absent keys for unmentioned absent findings, and
     No Finding by :func:`himed.clinical.observations.with_no_finding`. Pneumonia (an interpretation of a
     consolidation) and Fracture ("No displaced rib fracture.") appear only when the text mentions them; "The lungs
@@ -40,7 +40,7 @@ Labels are image truth; report text may omit
     can still teach the finding (notes/ENVIRONMENT.md). Only the ``omit_splits`` rows (default: train) are thinned,
     so val/test references stay complete. ``meta.json`` records this.
 
-Output of :func:`generate_demo` (R2Gen layout, DESIGN.md section 2)::
+Output of :func:`generate_demo` (R2Gen layout, docs/data.md)::
 
     DIR/annotation.json   {"train"|"val"|"test": [{"id", "report", "image_path", "split", "findings",
                           "impression", "labels", "views", ["indication"], ["prior_report"]}]}

@@ -271,7 +271,7 @@ def write_report(
         sentences.append((4, "No displaced rib fracture."))
     elif rng.random() < 0.2:
         sentences.append((4, "No acute osseous abnormality."))
-    if not sentences:  # a findings section is never empty (DESIGN.md section 2 rejects empty references)
+    if not sentences:  # a findings section is never empty (an empty reference is a bad row)
         sentences.append((2, rng.choice(("The lungs are clear.", "The lungs are well expanded and clear."))))
     sentences.sort(key=lambda item: item[0])  # stable: keeps the sampled order within a group
     findings = " ".join(sentence for _, sentence in sentences)
