@@ -13,7 +13,7 @@ Where it departs from the original code:
   to match exactly (the original CPU path and the ``f1chexbert`` package load with ``strict=False`` in some
   versions, which silently leaves random weights in place). Two buffers that some transformers versions saved
   (``bert.embeddings.position_ids``, ``bert.embeddings.token_type_ids``) are ignored: they hold constants.
-- Labels follow DESIGN.md section 2: blank -> unmentioned, positive -> 1, negative -> 0, uncertain -> -1, and by
+- Labels follow docs/data.md: blank -> unmentioned, positive -> 1, negative -> 0, uncertain -> -1, and by
   default No Finding is set by ``with_no_finding`` from the 13 other heads, like every himed labeler. With
   ``no_finding="head"`` the model's own No Finding head decides instead (1 when it predicts positive).
 
@@ -180,7 +180,10 @@ class CheXbertLabeler:
             raise ValueError(f"the chexbert labeler is missing {'checkpoint' if checkpoint is None else 'tokenizer'}. "
                              f"{SETUP_HINT}")  # fmt: skip
         if no_finding not in ("rule", "head"):
-            raise ValueError(f"no_finding must be 'rule' (DESIGN.md section 2) or 'head', got {no_finding!r}")
+            raise ValueError(
+                "no_finding must be 'rule' (derived from the other labels, as every labeler does) or 'head' "
+                f"(CheXbert's own No Finding head), got {no_finding!r}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.tokenizer = load_tokenizer(tokenizer)
@@ -222,7 +225,7 @@ class CheXbertLabeler:
         return out
 
     def label(self, texts: Sequence[str]) -> list[dict[str, int]]:
-        """DESIGN.md section 2 labels for each report."""
+        """Labels (docs/data.md) for each report."""
         results = []
         for classes in self.predict_classes(list(texts)):
             labels = {}

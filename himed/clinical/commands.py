@@ -1,10 +1,11 @@
-"""``himed label``: label report texts in a JSONL file with a clinical labeler (DESIGN.md section 4).
+"""``himed label``: label report texts in a JSONL file with a clinical labeler (docs/scoring.md).
 
 Input: one JSON object per line with the text in ``--field``. Without ``--field`` the text is the first of: ``text``,
-``report``, or the DESIGN.md reference text ``findings + " " + impression`` (just findings when the impression is
-empty). Blank lines are skipped. Output: one line per input row, ``{"id": ..., "labels": {...}}`` with labels as in
-DESIGN.md section 2; ``id`` is the row's ``id``, or its 1-based line number when the row has none. Every input line
-is checked before any labelling starts, and errors name ``file:line``.
+``report``, or the reference text ``findings + " " + impression`` (just findings when the impression is empty).
+Blank lines are skipped. Output: one line per input row, ``{"id": ..., "labels": {...}}`` with CheXpert-style labels
+(1 positive, 0 negative, -1 uncertain, for mentioned observations; No Finding when nothing but devices is found);
+``id`` is the row's ``id``, or its 1-based line number when the row has none. Every input line is checked before any
+labelling starts, and errors name ``file:line``.
 """
 
 from __future__ import annotations

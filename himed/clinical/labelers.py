@@ -1,6 +1,6 @@
 """The labeler interface and registry: ``get_labeler("rules")`` or ``get_labeler("chexbert", checkpoint=...)``.
 
-A labeler turns report texts into DESIGN.md section 2 labels: ``{observation: 1|0|-1}`` for mentioned
+A labeler turns report texts into labels (docs/data.md): ``{observation: 1|0|-1}`` for mentioned
 observations only, plus No Finding by the ``with_no_finding`` rule. Labelers never raise on odd text (empty,
 very long, unicode, control characters); an empty report is labelled ``{"No Finding": 1}``.
 
@@ -22,7 +22,7 @@ class Labeler(Protocol):
     name: str
 
     def label(self, texts: Sequence[str]) -> list[dict[str, int]]:
-        """For each text, ``{observation: 1|0|-1}`` for mentioned observations, plus No Finding (DESIGN.md s. 2)."""
+        """For each text, ``{observation: 1|0|-1}`` for mentioned observations, plus No Finding (docs/data.md)."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""The CheXpert / CheXbert observation vocabulary and the label conventions of DESIGN.md section 2.
+"""The CheXpert / CheXbert observation vocabulary and the label conventions of docs/data.md.
 
 Labels are ``{observation: 1 | 0 | -1}`` (positive, negative, uncertain) for mentioned observations only.
 No Finding is 1 when no observation other than Support Devices is positive or uncertain, otherwise absent.
@@ -45,7 +45,7 @@ def observation_set(name: str) -> tuple[str, ...]:
 
 
 def with_no_finding(labels: Mapping[str, int]) -> dict[str, int]:
-    """Return ``labels`` with No Finding set by the DESIGN.md rule (1 when nothing but devices is present)."""
+    """Return ``labels`` with No Finding set by the rule (1 when nothing but devices is present)."""
     out = {name: value for name, value in labels.items() if name != NO_FINDING}
     present = any(value in (POSITIVE, UNCERTAIN) for name, value in out.items() if name != SUPPORT_DEVICES)
     if not present:

@@ -1,4 +1,4 @@
-"""RadGraph F1 through a bridge to the user's separate RadGraph environment (DESIGN.md section 6).
+"""RadGraph F1 through a bridge to the user's separate RadGraph environment (docs/rewards.md).
 
 The published ``radgraph`` package (0.1.18, checkpoint ``radgraph-xl`` by default) needs transformers < 5, which
 cannot live in himed's environment. ``RadGraphBridge`` starts the user's other Python (``radgraph_python``) running

@@ -35,7 +35,7 @@ batches repeat sentences heavily). About 0.05 ms per ~110-word report when sente
 sentence is new (2 busy cores; benchmark command in the labeler's report).
 
 Aggregation per report (CheXpert's rule): any positive mention -> 1; else any uncertain -> -1; else 0.
-Unmentioned observations are absent. No Finding follows DESIGN.md section 2 (``with_no_finding``): 1 when no
+Unmentioned observations are absent. No Finding follows docs/data.md (``with_no_finding``): 1 when no
 observation other than Support Devices is positive or uncertain. An empty report is therefore ``{"No Finding": 1}``
 (CheXpert also labels an empty report No Finding).
 """

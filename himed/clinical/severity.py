@@ -2,7 +2,7 @@
 
 Variant implemented (MediVLM describes the score but ships no code; these are our choices, each a constant here):
 
-- Terms: ``himed/clinical/data/severity_terms.txt`` (documented in the file), matched as runs of DESIGN.md
+- Terms: ``himed/clinical/data/severity_terms.txt`` (documented in the file), matched as runs of report
   tokens (lowercase ASCII runs ``[a-z0-9]+``); a multi-word term ("mediastinal shift", "free air") counts as one
   occurrence, and its words count again when they are terms themselves.
 - Corpus: the reports being evaluated, i.e. the predictions and their references pooled, so both sides are scored

@@ -60,7 +60,7 @@ def _prompt_parts(messages: list[dict]) -> list[dict]:
 
 
 def target_completion(row: dict, sections: Sequence[str] = DEFAULT_SECTIONS, think: str = "labels") -> str:
-    """The tagged target a supervised stage trains on (DESIGN.md section 2)."""
+    """The tagged target a supervised stage trains on (docs/data.md)."""
     think_text = rationale_from_labels(row.get("labels") or {}) if think == "labels" and "think" in sections else ""
     impression = row.get("impression", "") if "impression" in sections else ""
     return render_target(row["findings"], impression, think=think_text, sections=sections)
@@ -157,7 +157,7 @@ def observation_dataset(
 ):
     """A ``datasets.Dataset`` of DCRRG observation examples (``himed.data.observations``) as prompt/completion pairs.
 
-    ``observations`` defaults to the five of DESIGN.md section 3; the completion is the plain target sentences.
+    ``observations`` defaults to the five observations (docs/data.md); the completion is the plain target sentences.
     """
     from datasets import Dataset
 

@@ -1,4 +1,4 @@
-"""Loaders from on-disk datasets to validated study rows (DESIGN.md section 2).
+"""Loaders from on-disk datasets to validated study rows (docs/data.md).
 
 Formats, each reached through ``load_rows(format, path, split, **options)``:
 
@@ -438,14 +438,14 @@ def load_rows(format: str, path: str | Path, split: str | None = "train", **opti
     if format not in LOADERS:
         raise ValueError(f"unknown data format {format!r}; valid formats: {', '.join(LOADERS)}")
     loader = LOADERS[format]
-    accepted = loader_options(format)
+    accepted = accepted_loader_options(format)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for data format {format!r}; valid: {', '.join(accepted)}")
     return loader(path, split, **options)
 
 
-def loader_options(format: str) -> list[str]:
+def accepted_loader_options(format: str) -> list[str]:
     """The keyword options the loader of ``format`` takes (its keyword-only parameters)."""
     parameters = inspect.signature(LOADERS[format]).parameters.values()
     return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]

@@ -27,7 +27,7 @@ a period as ``". "`` (a sentence end), where R2Gen on the raw text would not spl
 annotation reports are single lines, so scores on them are unaffected.
 
 R2Gen's evaluation also truncates references to ``max_seq_length`` tokens and maps rare words to ``<unk>``; we do
-neither (DESIGN.md section 4: no reference truncation).
+neither (docs/evaluation.md: no reference truncation).
 """
 
 from __future__ import annotations

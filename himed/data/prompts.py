@@ -108,7 +108,7 @@ def rationale_from_labels(labels: Mapping[str, int], *, include_negative: bool =
 
     E.g. ``"Positive: cardiomegaly, pleural effusion. Uncertain: edema. Negative: pneumothorax."``, or
     ``"No acute findings."`` first when nothing but support devices is positive or uncertain (the No Finding rule
-    of DESIGN.md section 2). No Finding itself is not listed. ``include_negative=False`` drops the negatives (fewer
+    of docs/data.md). No Finding itself is not listed. ``include_negative=False`` drops the negatives (fewer
     tokens for tiny models). Empty labels (not known) give ``""``: a rationale would be invented.
     """
     if not labels:

@@ -1,4 +1,4 @@
-"""The study row (DESIGN.md section 2): validation, report splitting and the bad-row policy.
+"""The study row (docs/data.md): validation, report splitting and the bad-row policy.
 
 A study row is a plain dict::
 
@@ -13,12 +13,12 @@ Choices this module makes (and every loader inherits):
 - Report text has whitespace runs (line wrapping in MIMIC-CXR reports) collapsed to single spaces.
 - ``findings`` must be non-empty: the completion's ``finding`` section must be non-empty (sections.py), so an
   impression-only study cannot be a training or evaluation target. An empty findings AND impression is the
-  "empty reference" data error of DESIGN.md section 3; an impression-only study is rejected with its own reason.
+  "empty reference" data error (docs/rewards.md); an impression-only study is rejected with its own reason.
 - When a row has no ``findings``/``impression`` (absent or null) but a ``report``, the report is split by its
   section headers (``split_report``, which also yields an ``INDICATION:`` section); a report without headers is
   all findings (R2Gen's annotation reports are findings only).
 - ``labels`` absent or None means "not known" and becomes ``{}``; a given mapping is validated by
-  ``normalize_labels`` and gets No Finding by the DESIGN.md rule (``with_no_finding``), so row labels and labeler
+  ``normalize_labels`` and gets No Finding by the rule (``with_no_finding``), so row labels and labeler
   output follow one convention.
 - Keys outside the contract are not carried into the validated row.
 

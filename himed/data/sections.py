@@ -1,6 +1,6 @@
 """Report sections in a completion: the strict parser, the lenient extractor and the target renderer.
 
-A completion is expected to look like (DESIGN.md section 2)::
+A completion is expected to look like (docs/data.md)::
 
     <think>short rationale</think>
     <finding>The heart is enlarged. ...</finding>

@@ -3,7 +3,7 @@
 Variant implemented:
 
 - Each report (prediction and reference) is labelled by a labeler (``himed.clinical.labelers``: ``rules`` by
-  default, ``chexbert`` with its weights) into DESIGN.md labels ``{observation: 1|0|-1}``.
+  default, ``chexbert`` with its weights) into labels ``{observation: 1|0|-1}`` (docs/data.md).
 - Binarised per observation: positive (1) and uncertain (-1) count as positive; negative (0) and unmentioned count
   as negative. This is the convention of CheXpert's "U-Ones" and of several report-generation papers; others (e.g.
   R2GenCMN's ``compute_ce.py``) map uncertain to negative, which ``uncertain="negative"`` reproduces.
@@ -13,7 +13,7 @@ Variant implemented:
   Macro: the mean over observations of each observation's precision, recall and F1 (F1 per observation, then
   averaged, as scikit-learn's ``average="macro"``); an observation with no predicted positive has precision 0,
   with no reference positive (no support) recall 0, and F1 0 when both are 0 (``zero_division=0``). Observations
-  without support are kept in the mean (DESIGN.md section 4), so macro numbers on a small test set are low.
+  without support are kept in the mean (docs/evaluation.md), so macro numbers on a small test set are low.
 
 Names: ``ce_{micro|macro}_{precision|recall|f1}_{14|5}``.
 """

@@ -2,9 +2,9 @@
 
 Variant implemented (what a reader needs to put these numbers next to a paper's table):
 
-- Inputs are the already-cleaned texts (R2Gen's cleaning is applied by the caller, ``himed.metrics.evaluate``),
+- Inputs are the already-cleaned texts (R2Gen's cleaning is applied by the caller, ``himed.metrics.scoring``),
   one hypothesis and one reference per study, passed to the scorers as ``{index: [text]}`` dicts. No PTB
-  tokenizer and no reference truncation (DESIGN.md section 4): tokens are the space-separated words of the cleaned
+  tokenizer and no reference truncation (docs/evaluation.md): tokens are the space-separated words of the cleaned
   text, as in R2Gen's ``compute_scores``.
 - BLEU (``Bleu(4)``, option ``closest``) and CIDEr (``Cider``, n = 4, sigma = 6; IDF from the references given, so
   the number depends on the evaluated set) are pycocoevalcap's own scorers, called directly.

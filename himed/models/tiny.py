@@ -33,7 +33,7 @@ SPECIAL_TOKENS = (
     "<|image_pad|>",
     "<|video_pad|>",
 )
-# Section tags of the completion format (DESIGN.md section 2). Regular added tokens, never special ones: decoding
+# Section tags of the completion format (docs/data.md). Regular added tokens, never special ones: decoding
 # with skip_special_tokens=True (what TRL does before calling rewards) must keep them for the format reward.
 TAG_TOKENS = ("<think>", "</think>", "<finding>", "</finding>", "<impression>", "</impression>")
 

@@ -3,7 +3,7 @@
 A reward follows TRL's contract: ``reward(completions, **columns) -> list[float | None]``. Subclasses implement
 ``score(texts, references, **columns)``, returning for each completion a dict with the reward under ``"value"``
 and any named parts (``"p1"``, ``"bp"``, ``"rouge_l"``, ...); ``himed score`` writes parts as ``name/part``.
-``None`` means "could not score" and is imputed by the composite (DESIGN.md section 3), never read as 0.
+``None`` means "could not score" and is imputed by the composite (docs/rewards.md), never read as 0.
 
 A reward never crashes a training step: an exception inside ``score`` is logged once per reward and class of error
 and turns the whole batch into ``None``; implementations should isolate per-item failures themselves so that one
@@ -37,11 +37,19 @@ def reference_texts(columns: dict[str, Any], n: int) -> list[str]:
 
 
 class Reward(ABC):
-    """Base class: subclasses set ``name`` and implement ``score``."""
+    """Base class: subclasses set ``name``, ``level``, ``weight`` and ``parts`` and implement ``score``.
+
+    ``name``, ``level`` and ``weight`` are what ``@register_reward`` registers; ``parts`` names the keys ``score``
+    returns besides ``"value"`` with the default kwargs (``himed rewards`` and docs/rewards.md list them).
+    """
 
     name: str = "reward"
     level: str = "low"
     weight: float = 1.0
+    parts: tuple[str, ...] = ()
+    # Attributes built on first use (a METEOR scorer, a labeler model): left out when the reward is pickled for
+    # another process, which builds its own.
+    lazy_attributes: tuple[str, ...] = ()
 
     def __init__(self, sections: Sequence[str] = DEFAULT_SECTIONS):
         self.sections = tuple(sections)
@@ -68,8 +76,16 @@ class Reward(ABC):
     def __call__(self, completions: Sequence, **columns: Any) -> list[float | None]:
         return [parts.get("value") for parts in self.score_completions(completions, **columns)]
 
+    @classmethod
+    def from_config(cls, **kwargs: Any) -> Reward:
+        """The reward a config entry's ``kwargs`` describe (what ``build_reward`` calls)."""
+        return cls(**kwargs)
+
     def __getstate__(self):
-        return dict(self.__dict__)
+        state = dict(self.__dict__)
+        for name in self.lazy_attributes:
+            state[name] = None
+        return state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.__name__!r})"

@@ -1,10 +1,10 @@
-"""The clinical reward: CheXpert-label agreement between a completion and its reference (DESIGN.md section 3).
+"""The clinical reward: CheXpert-label agreement between a completion and its reference (docs/rewards.md).
 
 Not one of the paper's equations: a clinical-efficacy signal at the low level, computed like the CE metrics of
 report-generation papers but per completion.
 
 - Candidate labels: the labeler (``labeler: rules`` by default, ``chexbert`` with its kwargs) run on the lenient
-  extraction of the completion (DESIGN.md section 2).
+  extraction of the completion (docs/data.md).
 - Reference labels: ``reference_labels: report`` labels the reference text with the same labeler;
   ``reference_labels: row`` uses the row's ``labels`` column (a dict, its JSON text, or an Arrow struct dict with
   None for unmentioned observations), and labels the reference text for a row whose labels are missing or empty
@@ -83,13 +83,18 @@ def label_agreement(
     return {"accuracy": accuracy, "f1": f1}
 
 
-@register_reward("clinical", level="low", weight=1.0)
+@register_reward
 class ClinicalReward(Reward):
-    """Label agreement between completion and reference; see the module docstring for every option."""
+    """CheXpert-label agreement (accuracy or F1) between the completion and the reference.
+
+    Every option: the module docstring.
+    """
 
     name = "clinical"
     level = "low"
     weight = 1.0
+    parts = ("accuracy", "f1")
+    lazy_attributes = ("_labeler",)  # a labeler model is built on first use, not pickled with the reward
 
     def __init__(
         self,
@@ -127,11 +132,6 @@ class ClinicalReward(Reward):
 
             self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
         return self._labeler
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_labeler"] = None
-        return state
 
     def _reference_labels(self, references: list[str], columns: dict[str, Any]) -> list[dict[str, int] | str | None]:
         """Per row: a labels dict from the row, the reference text to label, or None (invalid row labels)."""

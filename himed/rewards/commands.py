@@ -58,6 +58,10 @@ def add_commands(subparsers) -> None:
     )
     parser.set_defaults(handler=run_score)
 
+    from himed.rewards.catalogue import add_commands as add_catalogue_command  # `himed rewards`
+
+    add_catalogue_command(subparsers)
+
 
 def _json_number(value: Any) -> Any:
     """A JSON-safe value: non-finite floats become null (they are failures, not scores)."""

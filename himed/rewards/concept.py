@@ -157,13 +157,18 @@ def keyword_bonus(count: int, beta: float = 0.02, cap: float = 0.2) -> float:
 # The reward
 
 
-@register_reward("concept", level="low", weight=1.0)
+@register_reward
 class ConceptReward(Reward):
-    """HiMed-RL concept reward (eq. 4-5); see the module docstring for the exact definition."""
+    """ROUGE-L + METEOR + a capped radiology-keyword bonus (HiMed-RL eq. 4-5).
+
+    The exact definition: the module docstring.
+    """
 
     name = "concept"
     level = "low"
     weight = 1.0
+    parts = ("rouge_l", "meteor", "bonus")
+    lazy_attributes = ("_scorer",)  # JVM workers and WordNet readers are rebuilt in the receiving process
 
     def __init__(
         self,
@@ -258,8 +263,3 @@ class ConceptReward(Reward):
             # HiMed-RL eq. 5
             results.append({"value": parts["rouge_l"] + parts["meteor"] + parts["bonus"], **parts})
         return results
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_scorer"] = None  # JVM workers and WordNet readers are rebuilt in the receiving process
-        return state

@@ -1,6 +1,6 @@
 """The consistency reward (beyond the paper): does the impression contradict the findings?
 
-The completion is parsed strictly (DESIGN.md section 2) and its finding and impression sections are labelled
+The completion is parsed strictly (docs/data.md) and its finding and impression sections are labelled
 separately by the labeler (``labeler: rules`` by default). A *clash* is an observation labelled positive (1) in one
 section and negative (0) in the other. Uncertain (-1) against either is hedging, not a clash; an observation that
 one section does not mention is not a clash either (an impression summarises and may leave findings out). No Finding
@@ -16,7 +16,7 @@ like any failure (the group's mean by default), so a format failure is not punis
 already gives it -1. The logged failure rate of this reward is therefore about the format failure rate.
 
 Parts: ``clashes`` and ``shared`` (observations with a definite 1/0 label in both sections). Registered ``low``
-with weight 0.5 (DESIGN.md table): a secondary signal next to the paper's rewards.
+with weight 0.5 (docs/rewards.md): a secondary signal next to the paper's rewards.
 """
 
 from __future__ import annotations
@@ -49,13 +49,18 @@ def count_clashes(
     return clashes, shared
 
 
-@register_reward("consistency", level="low", weight=0.5)
+@register_reward
 class ConsistencyReward(Reward):
-    """``1 / (1 + clashes)`` between the finding and impression sections; see the module docstring."""
+    """1 / (1 + clashes), counting observations labelled differently in the finding and impression sections.
+
+    The exact definition: the module docstring.
+    """
 
     name = "consistency"
     level = "low"
     weight = 0.5
+    parts = ("clashes", "shared")
+    lazy_attributes = ("_labeler",)  # a labeler model is built on first use, not pickled with the reward
 
     def __init__(
         self,
@@ -96,11 +101,6 @@ class ConsistencyReward(Reward):
 
             self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
         return self._labeler
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_labeler"] = None
-        return state
 
     def score(self, texts: list[str], references: list[str], **columns: Any) -> list[dict[str, float | None]]:
         parsed = [parse_strict(text, self.sections) for text in texts]

@@ -1,6 +1,6 @@
 """The format reward of HiMed-RL (eq. 7): +1 when the completion parses strictly into the recipe's sections, else -1.
 
-Strict parse (DESIGN.md section 2, ``himed.data.sections.parse_strict``): exactly one of each configured tag, in
+Strict parse (docs/data.md, ``himed.data.sections.parse_strict``): exactly one of each configured tag, in
 order, only whitespace outside them, finding and impression non-empty. The reference is not used, so this reward
 scores rows without a reference column too; it never returns None.
 """
@@ -17,13 +17,17 @@ from himed.rewards.registry import register_reward
 FORMAT_PASS, FORMAT_FAIL = 1.0, -1.0  # HiMed-RL eq. 7
 
 
-@register_reward("format", level="low", weight=1.0)
+@register_reward
 class FormatReward(Reward):
-    """+1 strict parse, -1 otherwise (HiMed-RL eq. 7). ``sections``: the recipe's completion sections."""
+    """+1 when the completion parses strictly into the sections, -1 otherwise (HiMed-RL eq. 7).
+
+    ``sections``: the recipe's completion sections.
+    """
 
     name = "format"
     level = "low"
     weight = 1.0
+    parts = ()
 
     def __init__(self, sections: Sequence[str] = DEFAULT_SECTIONS):
         super().__init__(sections=validate_sections(sections))

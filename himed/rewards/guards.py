@@ -2,7 +2,7 @@
 
 A GRPO policy that maximises n-gram, keyword and label rewards can learn degenerate reports: the same sentence
 over and over, lists of radiology keywords, or far too long or short text. Each guard scores one such pattern on
-the lenient extraction of the completion (DESIGN.md section 2), tokenized like the token reward (lowercase ASCII
+the lenient extraction of the completion (docs/data.md), tokenized like the token reward (lowercase ASCII
 ``[a-z0-9]+`` runs), as a penalty in [-1, 0]: 0 for a normal report, down to -1 for a fully degenerate one. With a
 positive weight it subtracts from the total; with ``weight: 0`` it is only logged (``rewards/<name>/mean``) and
 written by ``himed score``. Guards are off unless a config lists them.
@@ -62,13 +62,17 @@ def sentence_token_runs(text: str) -> list[tuple[str, ...]]:
     return [tokens for tokens in (tokenize(s) for s in _SENTENCE_END.split(text)) if tokens]
 
 
-@register_reward("repetition", level="low", weight=1.0)
+@register_reward
 class RepetitionGuard(Reward):
-    """Penalty in [-1, 0] for repeated sentences or n-grams (module docstring)."""
+    """Guard: a penalty in [-1, 0] for repeated sentences or n-grams.
+
+    The exact definition: the module docstring.
+    """
 
     name = "repetition"
     level = "low"
     weight = 1.0
+    parts = ("sentence_repeat", "ngram_repeat")
 
     def __init__(self, n: int = 4, tolerance: float = 0.1, sections: Sequence[str] = DEFAULT_SECTIONS):
         super().__init__(sections=validate_sections(sections))
@@ -128,13 +132,17 @@ def keyword_mentions(tokens: tuple[str, ...], terms: frozenset[tuple[str, ...]],
     return len(found)
 
 
-@register_reward("keyword_stuffing", level="low", weight=1.0)
+@register_reward
 class KeywordStuffingGuard(Reward):
-    """Penalty in [-1, 0] for a keyword density far above the reference's (module docstring)."""
+    """Guard: a penalty in [-1, 0] for a keyword density far above the reference's.
+
+    The exact definition: the module docstring.
+    """
 
     name = "keyword_stuffing"
     level = "low"
     weight = 1.0
+    parts = ("density", "reference_density")
 
     def __init__(
         self,
@@ -170,13 +178,17 @@ class KeywordStuffingGuard(Reward):
         return results
 
 
-@register_reward("length", level="low", weight=0.5)
+@register_reward
 class LengthGuard(Reward):
-    """Penalty in [-1, 0] for a length ratio to the reference outside ``[low, high]`` (module docstring)."""
+    """Guard: a penalty in [-1, 0] for a length far from the reference's.
+
+    The exact definition: the module docstring.
+    """
 
     name = "length"
     level = "low"
     weight = 0.5
+    parts = ("ratio",)
 
     def __init__(
         self, low: float = 0.5, high: float = 2.0, full: float = 4.0, sections: Sequence[str] = DEFAULT_SECTIONS

@@ -1,7 +1,7 @@
 """RadGraph F1 as a reward: entity and relation overlap between the completion and the reference report.
 
 RadGraph (Jain et al. 2021; radgraph-xl by default) runs in the user's own Python environment through
-``himed.clinical.radgraph.RadGraphBridge`` (DESIGN.md section 6: the published ``radgraph`` package needs
+``himed.clinical.radgraph.RadGraphBridge`` (docs/rewards.md: the published ``radgraph`` package needs
 transformers < 5). The reward is one of the F1 levels of ``F1RadGraph(reward_level="all")``: ``simple`` (entities),
 ``partial`` (entities and relations, the level used as a reward in the RadGraph-reward literature; default) or
 ``complete``; all three are parts (``radgraph/simple``, ``radgraph/partial``, ``radgraph/complete``). A pair RadGraph
@@ -27,13 +27,17 @@ RADGRAPH_LEVELS = ("simple", "partial", "complete")
 PYTHON_VARIABLE = "HIMED_RADGRAPH_PYTHON"
 
 
-@register_reward("radgraph", level="low", weight=1.0)
+@register_reward
 class RadGraphReward(Reward):
-    """RadGraph F1 of the lenient completion text against the reference (module docstring)."""
+    """RadGraph F1 of the completion against the reference, through the RadGraph bridge.
+
+    The set-up and the levels: the module docstring.
+    """
 
     name = "radgraph"
     level = "low"
     weight = 1.0
+    parts = RADGRAPH_LEVELS
 
     def __init__(
         self,

@@ -1,8 +1,9 @@
 """The reward registry: names -> reward factories, with levels and default weights.
 
-Three ways to name a reward in a config (DESIGN.md section 3):
+Three ways to name a reward in a config (docs/rewards.md):
 
-- a registered name (``token``, ``concept``, ...), registered with ``@register_reward``;
+- a registered name (``token``, ``concept``, ...): a reward class registered with a bare ``@register_reward`` (its
+  ``name``, ``level`` and ``weight`` attributes), or a function with ``@register_reward("name", level=, weight=)``;
 - a dotted path ``package.module:attribute`` to a user's reward class or function;
 - a name that an installed distribution exposes in the ``himed.rewards`` entry-point group.
 
@@ -26,7 +27,7 @@ ENTRY_POINT_GROUP = "himed.rewards"
 
 @dataclass(frozen=True)
 class RewardInfo:
-    """A registered reward: how to build it, its hierarchy level and its default weight (DESIGN.md table)."""
+    """A registered reward: how to build it, its hierarchy level and its default weight (docs/rewards.md)."""
 
     name: str
     factory: Callable[..., Any]
@@ -37,18 +38,55 @@ class RewardInfo:
 _REGISTRY: dict[str, RewardInfo] = {}
 
 
-def register_reward(name: str, *, level: str = "low", weight: float = 1.0):
-    """Class or function decorator: register a reward factory under ``name``. Duplicate names are an error."""
+def _check_level(name: str, level: str) -> None:
     if level not in LEVELS:
         raise ValueError(f"reward {name!r}: level must be one of {LEVELS}, got {level!r}")
 
+
+def _add(info: RewardInfo) -> None:
+    if info.name in _REGISTRY:
+        existing = _REGISTRY[info.name].factory
+        raise ValueError(
+            f"reward name {info.name!r} is already registered by {existing.__module__}.{existing.__qualname__}"
+        )
+    _REGISTRY[info.name] = info
+
+
+def register_reward(target: Any = None, /, *, level: str | None = None, weight: float | None = None):
+    """Register a reward factory; a duplicate name is an error.
+
+    - ``@register_reward`` on a reward class registers it under the class's own ``name``, ``level`` and ``weight``
+      (the one place they are written).
+    - ``@register_reward("name", level="low", weight=1.0)`` on a TRL-style reward function (which has no such
+      attributes). Given for a class, the values must equal the class's.
+    """
+    if inspect.isclass(target):
+        info = RewardInfo(target.name, target, target.level, float(target.weight))
+        _check_level(info.name, info.level)
+        _add(info)
+        return target
+    if not isinstance(target, str) or not target:
+        raise TypeError(
+            "use @register_reward on a reward class, or @register_reward('name', level=..., weight=...) on a function"
+        )
+    name = target
+    level = "low" if level is None else level
+    weight = 1.0 if weight is None else float(weight)
+    _check_level(name, level)
+
     def decorator(factory):
-        if name in _REGISTRY:
-            existing = _REGISTRY[name].factory
-            raise ValueError(
-                f"reward name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}"
+        if inspect.isclass(factory):
+            declared = (
+                getattr(factory, "name", None),
+                getattr(factory, "level", None),
+                getattr(factory, "weight", None),
             )
-        _REGISTRY[name] = RewardInfo(name=name, factory=factory, level=level, weight=float(weight))
+            if declared != (name, level, weight):
+                raise ValueError(
+                    f"reward class {factory.__qualname__} declares name, level, weight {declared}, but is registered "
+                    f"as {(name, level, weight)}; use a bare @register_reward, which reads them from the class"
+                )
+        _add(RewardInfo(name=name, factory=factory, level=level, weight=weight))
         return factory
 
     return decorator
@@ -61,7 +99,7 @@ def _import_builtin_rewards() -> None:
     import himed.rewards as package
 
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in ("registry", "base", "composite", "schedules", "commands", "tokens"):
+        if module.name not in ("registry", "base", "catalogue", "composite", "schedules", "commands", "tokens"):
             importlib.import_module(f"himed.rewards.{module.name}")
 
 
@@ -142,8 +180,12 @@ def build_reward(name: str | RewardInfo, kwargs: dict[str, Any] | None = None, a
     display = alias or info.name
     factory = info.factory
     if inspect.isclass(factory):
+        # A himed Reward may pick its class from the kwargs (Reward.from_config); any other class is called.
+        from himed.rewards.base import Reward
+
+        build = factory.from_config if issubclass(factory, Reward) else factory
         try:
-            reward = factory(**kwargs)
+            reward = build(**kwargs)
         except TypeError as error:
             raise ValueError(f"reward {display!r}: bad kwargs {sorted(kwargs)}: {error}") from None
         reward.__name__ = display

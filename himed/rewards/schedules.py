@@ -104,8 +104,10 @@ class Schedule(ABC):
     def end_step(self) -> float:
         """The step from which ``alpha_low`` no longer changes ("the end of the schedule"; 0 for a constant)."""
 
-    def alpha_high(self, step: float) -> float:
-        return 1.0 - self.alpha_low(step)  # HiMed-RL eq. 10
+    @classmethod
+    def parameters(cls) -> list[tuple[str, dataclasses.Field]]:
+        """``(config key, field)`` of each parameter, in order (docs/rewards.md's schedule table is made from it)."""
+        return [(f.name, f) for f in dataclasses.fields(cls)]
 
     def alphas(self, step: float) -> dict[str, float]:
         """``{"low": alpha_low(t), "high": 1 - alpha_low(t)}``, keyed by reward level."""
@@ -185,6 +187,10 @@ class ConstantSchedule(Schedule):
         return {"name": self.name, "alpha_low": self.alpha_low_value}
 
     @classmethod
+    def parameters(cls) -> list[tuple[str, dataclasses.Field]]:
+        return [("alpha_low", dataclasses.fields(cls)[0])]
+
+    @classmethod
     def from_params(cls, params: Mapping[str, Any], where: str = "schedule") -> Schedule:
         # The config key is ``alpha_low``; the field cannot share the method's name.
         params = dict(params)
@@ -201,7 +207,7 @@ class ConstantSchedule(Schedule):
 @register_schedule("cosine")
 @dataclass(frozen=True)
 class CosineDecaySchedule(Schedule):
-    """alpha_low follows half a cosine from 1 at step 0 to ``alpha_min`` at ``total_steps`` (see module docstring)."""
+    """alpha_low follows half a cosine from 1 at step 0 to ``alpha_min`` at ``total_steps``, constant after."""
 
     total_steps: int = field(default=10000, metadata={"help": "optimizer steps over which alpha_low decays from 1"})
     alpha_min: float = field(default=0.1, metadata={"help": "alpha_low from total_steps on, in [0, 1]"})
@@ -222,7 +228,7 @@ class CosineDecaySchedule(Schedule):
 @register_schedule("step")
 @dataclass(frozen=True)
 class StepSchedule(Schedule):
-    """Piecewise-constant alpha_low: ``values[i]`` from ``boundaries[i-1]`` (see module docstring)."""
+    """Piecewise-constant alpha_low: ``values[0]`` before ``boundaries[0]``, ``values[i]`` from ``boundaries[i-1]``."""
 
     boundaries: tuple[int, ...] = field(
         metadata={"help": "strictly increasing optimizer steps (> 0) at which alpha_low changes"}

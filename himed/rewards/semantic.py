@@ -1,14 +1,14 @@
 """The semantic reward of HiMed-RL (eq. 6, the high level): a judge scores each report against its reference.
 
 ``J = accuracy + relevance + completeness`` (``aggregate: sum``, 0..3, the paper) or their mean (``mean``, 0..1),
-the three STARD 2015 axes of ``himed.verifiers.prompt``. The judge comes from the ``judge`` kwarg (DESIGN.md
-sections 3 and 5): ``{backend: labeler}`` (offline, the default; ``judge: labeler`` for short) or
+the three STARD 2015 axes of ``himed.verifiers.prompt``. The judge comes from the ``judge`` kwarg (docs/rewards.md,
+docs/judges.md): ``{backend: labeler}`` (offline, the default; ``judge: labeler`` for short) or
 ``{backend: openai, base_url, model, ...}`` (every key: ``himed.verifiers.openai_judge.OpenAIJudge``).
 
-- Candidate: the lenient extraction of the completion (DESIGN.md section 2). An empty candidate is scored 0 on every
+- Candidate: the lenient extraction of the completion (docs/data.md). An empty candidate is scored 0 on every
   axis without asking the judge: an empty report is a real (bad) answer, as for the token and concept rewards.
 - A pair the judge could not score (error, timeout, unusable answer, batch deadline) is None, with its parts None;
-  the composite imputes it (DESIGN.md section 3) and logs the failure rate. Never a silent 0.
+  the composite imputes it (docs/rewards.md) and logs the failure rate. Never a silent 0.
 - A judge set-up error that would fail every call (``JudgeConfigError``: a missing API key, a refused key) is
   raised, unlike other errors: a run whose semantic level is always None would train on the low level alone
   without anyone noticing.
@@ -51,20 +51,26 @@ def _judge_config_error() -> type[Exception]:
     return JudgeConfigError
 
 
-@register_reward("semantic", level="high", weight=1.0)
+@register_reward
 class SemanticReward(Reward):
-    """HiMed-RL eq. 6 with a pluggable judge; see the module docstring for every option."""
+    """A judge's accuracy + relevance + completeness of the report against the reference (HiMed-RL eq. 6).
+
+    Every option: the module docstring.
+    """
 
     name = "semantic"
     level = "high"
     weight = 1.0
 
-    def __new__(cls, *args: Any, concurrent: bool = False, **kwargs: Any):
-        # ``concurrent: true`` in a config builds the subclass whose __call__ is a coroutine function: TRL decides
-        # sync or async from the type, so the choice has to be made when the object is made.
-        if concurrent and not issubclass(cls, AsyncSemanticReward):
-            cls = AsyncSemanticReward
-        return super().__new__(cls)
+    parts = AXES
+
+    @classmethod
+    def from_config(cls, *, concurrent: bool = False, **kwargs: Any) -> SemanticReward:
+        """The reward of a config entry: ``concurrent: true`` builds :class:`AsyncSemanticReward`.
+
+        TRL decides whether to await a reward from its type (an ``async def __call__``), so the choice is a class.
+        """
+        return (AsyncSemanticReward if concurrent else SemanticReward)(**kwargs)
 
     def __init__(
         self,
@@ -76,6 +82,11 @@ class SemanticReward(Reward):
         super().__init__(sections=validate_sections(sections))
         if aggregate not in AGGREGATES:
             raise ValueError(f"semantic reward: aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if bool(concurrent) != isinstance(self, AsyncSemanticReward):
+            raise ValueError(
+                "semantic reward: concurrent is what the class is (AsyncSemanticReward has an async __call__); build "
+                "it with SemanticReward.from_config(concurrent=...) or pick the class"
+            )
         self.aggregate = aggregate
         self.concurrent = bool(concurrent)
         self.judge = build_judge(judge if judge is not None else {"backend": "labeler"})
@@ -108,7 +119,7 @@ class SemanticReward(Reward):
         results: list[dict[str, float | None]] = []
         for i, (candidate, reference) in enumerate(zip(candidates, references, strict=True)):
             if not reference.strip():
-                score = None  # a data error (DESIGN.md section 3): nothing to judge against
+                score = None  # an empty reference is a data error: nothing to judge against
             elif not candidate:
                 score = JudgeScore(0.0, 0.0, 0.0)
                 self.counts["empty_candidates"] += 1
@@ -215,6 +226,9 @@ class SemanticReward(Reward):
 
 class AsyncSemanticReward(SemanticReward):
     """``SemanticReward`` whose ``__call__`` is a coroutine function (``concurrent: true``); see the module docstring."""
+
+    def __init__(self, *args: Any, concurrent: bool = True, **kwargs: Any):
+        super().__init__(*args, concurrent=concurrent, **kwargs)
 
     async def __call__(self, completions: Sequence, **columns: Any) -> list[float | None]:
         return await self.acall(completions, **columns)

@@ -1,6 +1,6 @@
 """The token-level reward of HiMed-RL (eq. 1-3): clipped n-gram precision with a brevity penalty.
 
-For a candidate ``c`` (the lenient extraction of the completion, DESIGN.md section 2) and its reference ``r``, both
+For a candidate ``c`` (the lenient extraction of the completion, docs/data.md) and its reference ``r``, both
 tokenized by :mod:`himed.rewards.tokens`:
 
 - ``p_n`` (eq. 1): the clipped n-gram precision, ``sum_g min(count_c(g), count_r(g)) / number of n-grams of c``;
@@ -137,13 +137,18 @@ def token_score(candidate: tuple[str, ...], reference: tuple[str, ...], weights:
     return combine(precisions, brevity_penalty(len(candidate), len(reference)), weights)
 
 
-@register_reward("token", level="low", weight=1.0)
+@register_reward
 class TokenReward(Reward):
-    """HiMed-RL token reward (eq. 1-3); see the module docstring for the exact definition."""
+    """Clipped n-gram precision with a brevity penalty (HiMed-RL eq. 1-3).
+
+    The exact definition: the module docstring.
+    """
 
     name = "token"
     level = "low"
     weight = 1.0
+    parts = ("p1", "p2", "p3", "p4", "bp")  # p1..p<max_n>
+    lazy_attributes = ("_bleu",)  # sacrebleu's BLEU object: rebuilt on first use
 
     def __init__(
         self,
@@ -198,8 +203,3 @@ class TokenReward(Reward):
                 parts["value"] = bleu.score / 100.0
             results.append(parts)
         return results
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_bleu"] = None  # rebuilt lazily; keeps the reward cheap to pickle
-        return state

@@ -1,4 +1,4 @@
-"""The tokens that the token and concept rewards count (DESIGN.md section 3).
+"""The tokens that the token and concept rewards count (docs/data.md).
 
 Lowercase the text, then keep the ASCII runs ``[a-z0-9]+``; everything else (punctuation, whitespace, other
 scripts) separates tokens; no stemming. This is the tokenizer of ``rouge_score`` without its stemmer, so ROUGE-L on
@@ -38,7 +38,7 @@ def _candidate_tokens(text: str, sections: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def candidate_tokens(text: str, sections: Sequence[str] = DEFAULT_SECTIONS) -> tuple[str, ...]:
-    """Tokens of the report a completion holds: its lenient extraction (DESIGN.md section 2), tokenized."""
+    """Tokens of the report a completion holds: its lenient extraction (docs/data.md), tokenized."""
     return _candidate_tokens(text, tuple(sections))
 
 

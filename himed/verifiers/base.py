@@ -1,8 +1,8 @@
-"""The semantic judge interface (DESIGN.md section 5) and the registry that builds judges from reward configs.
+"""The semantic judge interface (docs/judges.md) and the registry that builds judges from reward configs.
 
 A judge scores a batch of (candidate, reference) pairs; each result is a ``JudgeScore`` (accuracy, relevance,
 completeness, each in [0, 1]) or None when the pair could not be scored (an error, a timeout, an unusable answer).
-None is never replaced by 0 here: the reward passes it on and the composite imputes it (DESIGN.md section 3).
+None is never replaced by 0 here: the reward passes it on and the composite imputes it (docs/rewards.md).
 
 Judges are asynchronous (``await judge.score_batch(pairs)``) so that many requests can be in flight at once.
 Synchronous callers use ``judge.score_batch_sync(pairs)``, which runs the batch on one event loop that the judge
@@ -162,7 +162,7 @@ def judge_backends() -> list[str]:
 def build_judge(config: dict[str, Any] | str | Judge | None) -> Judge:
     """A judge from a reward's ``judge`` kwarg: ``{backend: openai|labeler, ...backend kwargs}``.
 
-    A backend name alone (``judge: labeler``, as DESIGN.md's table writes it) means that backend's defaults; a
+    A backend name alone (``judge: labeler``, as docs/rewards.md writes it) means that backend's defaults; a
     ready ``Judge`` is returned as is; None means the offline default ``{backend: labeler}``.
     """
     if isinstance(config, Judge):

@@ -69,8 +69,8 @@ def axes_from_labels(
 
     def positives(labels: Mapping[str, int]) -> set[str]:
         found = {name for name in compared if positive(labels.get(name))}
-        # No Finding is derived here rather than read, so that it follows the same uncertain policy (DESIGN.md
-        # section 2's rule is the uncertain: positive case).
+        # No Finding is derived here rather than read, so that it follows the same uncertain policy (the
+        # rule of docs/data.md is the uncertain: positive case).
         if NO_FINDING in observations and not found - {SUPPORT_DEVICES}:
             found.add(NO_FINDING)
         return found

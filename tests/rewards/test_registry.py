@@ -158,3 +158,57 @@ def test_entry_point_plugin_resolves(tmp_path, monkeypatch):
     # Plugins are listed among the valid names when a name is unknown.
     with pytest.raises(ValueError, match="my_plugin_reward"):
         resolve_reward("not_a_reward_anywhere")
+
+
+# --- one source for name, level, weight and parts ---------------------------------------------------------------
+
+
+def test_a_class_registers_under_its_own_name_level_and_weight(isolated_registry):
+    @register_reward
+    class Echo(Reward):
+        name = "echo_test_reward"
+        level = "high"
+        weight = 0.25
+        parts = ("same",)
+
+        def score(self, texts, references, **columns):
+            return [{"value": float(t == r), "same": float(t == r)} for t, r in zip(texts, references, strict=True)]
+
+    info = resolve_reward("echo_test_reward")
+    assert (info.factory, info.level, info.weight) == (Echo, "high", 0.25)
+    with pytest.raises(ValueError, match="already registered"):
+        register_reward(Echo)
+
+
+def test_a_class_registered_with_other_values_than_it_declares_is_rejected(isolated_registry):
+    class Declared(Reward):
+        name = "declared_test_reward"
+        level = "low"
+        weight = 1.0
+
+        def score(self, texts, references, **columns):
+            return [{"value": 0.0} for _ in texts]
+
+    with pytest.raises(ValueError, match="bare @register_reward"):
+        register_reward("declared_test_reward", weight=0.5)(Declared)
+    register_reward("declared_test_reward", level="low", weight=1.0)(Declared)  # agreeing values are accepted
+    with pytest.raises(TypeError, match="reward class"):
+        register_reward(42)
+
+
+@pytest.mark.parametrize("name", [n for n in registered_names() if n != "radgraph"])
+def test_declared_parts_are_what_score_returns(name):
+    # radgraph needs its own environment (tests/clinical/test_radgraph.py); its parts are RADGRAPH_LEVELS there.
+    reward, info = build_reward(name)
+    completion = "<think>x</think><finding>Small left pleural effusion.</finding><impression>Effusion.</impression>"
+    scored = reward.score_completions([completion], reference=["Small left pleural effusion. Effusion."])
+    assert tuple(key for key in scored[0] if key != "value") == info.factory.parts
+
+
+def test_pickling_drops_lazy_attributes_without_touching_the_live_reward():
+    reward, _ = build_reward("concept")
+    reward.score_completions(["<finding>Effusion.</finding>"], reference=["Effusion."])
+    scorer = reward._scorer
+    assert scorer is not None and "_scorer" in type(reward).lazy_attributes
+    copy = pickle.loads(pickle.dumps(reward))
+    assert copy._scorer is None and reward._scorer is scorer

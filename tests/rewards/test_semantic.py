@@ -198,3 +198,11 @@ def test_himed_score_with_an_llm_judge_writes_null_where_not_scored(server, open
     assert (
         bad["semantic/accuracy"] is None and bad["semantic/relevance"] is None and bad["semantic/completeness"] is None
     )
+
+
+def test_concurrent_is_a_class_choice_made_by_from_config():
+    assert type(SemanticReward.from_config()) is SemanticReward
+    assert type(SemanticReward.from_config(concurrent=True)) is AsyncSemanticReward
+    assert AsyncSemanticReward().concurrent and not SemanticReward().concurrent
+    with pytest.raises(ValueError, match="from_config"):
+        SemanticReward(concurrent=True)
