@@ -105,8 +105,11 @@ class RewardArguments:
         block: dict[str, Any] = {"impute": self.impute}
         for name in ("schedule", "rewards"):
             value = getattr(self, name)
-            if isinstance(value, str):
-                value = json.loads(value) if value.strip()[:1] in "[{" else yaml.safe_load(value)
+            if isinstance(value, str):  # a command-line flag: YAML, which JSON is (nearly) a subset of
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError as error:
+                    raise ValueError(f"--{name}: not valid YAML or JSON: {error}") from None
             if value is not None:
                 block[name] = value
         if "rewards" not in block:

@@ -13,7 +13,9 @@ from himed.trainers.pipeline import (
     COMPLETE_MARKER,
     EvaluationConfig,
     PipelineConfig,
+    StageConfig,
     add_reward_summary,
+    run_pipeline,
     stage_command,
 )
 
@@ -36,8 +38,6 @@ def test_stage_command_chains_models(tmp_path):
         stages=[],
         launcher="accelerate launch --config_file launch/zero2.yaml",
     )
-    from himed.trainers.pipeline import StageConfig
-
     stage = StageConfig(
         name="sft", kind="sft", recipe=str(recipe), overrides={"max_steps": 3, "sections": ["think", "finding"]}
     )
@@ -64,6 +64,28 @@ def test_reward_summary_uses_the_recipe_sections(tmp_path, demo_dir):
     summary = add_reward_summary(EvaluationConfig(data_path=str(demo_dir), rewards=str(recipe)), out_dir)
     assert summary["reward/format"] == 1.0  # a strict parse against [think, finding]
     assert json.loads((out_dir / "metrics.json").read_text())["metrics"]["reward/format"] == 1.0
+
+
+def test_pipeline_checks_every_step_before_running_any(tmp_path):
+    """A bad preparation step, or a judge-key typo in the last stage, fails before the first step runs."""
+    judge = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "concurency": 4}
+    grpo = small_recipe("grpo", tmp_path, rewards=[{"name": "semantic", "kwargs": {"judge": judge}}])
+    pipeline = {
+        "output_dir": str(tmp_path / "run"),
+        "base_model": "base",
+        "prepare": [["data", "demo", "--out-dir", str(tmp_path / "demo"), "--n", "4"]],
+        "stages": [
+            {"name": "sft", "kind": "sft", "recipe": str(small_recipe("sft", tmp_path))},
+            {"name": "grpo", "kind": "grpo", "recipe": str(grpo)},
+        ],
+    }
+    with pytest.raises(ValueError, match="concurency"):
+        run_pipeline(PipelineConfig(**{**pipeline, "stages": [StageConfig(**s) for s in pipeline["stages"]]}))
+    pipeline["prepare"] = [["data", "demo", "--out-dri", "x"]]
+    pipeline["stages"] = pipeline["stages"][:1]
+    with pytest.raises(ValueError, match="himed data demo: .*--out-dir"):
+        run_pipeline(PipelineConfig(**{**pipeline, "stages": [StageConfig(**s) for s in pipeline["stages"]]}))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
 
 
 def test_evaluation_clean_default_is_the_evaluate_command_default():

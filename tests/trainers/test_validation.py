@@ -63,3 +63,14 @@ def test_recipe_kind_comes_from_the_first_line(tmp_path):
     path.write_text("# train it\nlearning_rate: 1\n")
     with pytest.raises(ValueError, match="names no stage"):
         recipe_kind(path)
+
+
+def test_reward_block_flags_are_yaml_or_json_strings(tmp_path):
+    """RewardArguments holds a mapping/list from YAML, or a YAML/JSON string from a command-line flag."""
+    flags = ["--rewards", '[{"name": "token"}]', "--schedule", "{name: constant, alpha_low: 0.5}"]
+    result = validate_recipe(grpo_recipe(tmp_path), flags)
+    assert result.checked.names == ["token"] and result.checked.weights(0) == [0.5]
+    data, rewards, grpo, model = result.parsed
+    assert isinstance(rewards.rewards, str) and isinstance(
+        validate_recipe(grpo_recipe(tmp_path)).parsed[1].rewards, list
+    )
