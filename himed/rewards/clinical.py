@@ -33,13 +33,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from himed.clinical.observations import (
-    CHEXBERT_OBSERVATIONS,
-    FIVE_OBSERVATIONS,
-    POSITIVE,
-    UNCERTAIN,
-    normalize_labels,
-)
+from himed.clinical.observations import POSITIVE, UNCERTAIN, normalize_labels, observation_set
 from himed.data.sections import DEFAULT_SECTIONS, extract_lenient, validate_sections
 from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
@@ -47,7 +41,6 @@ from himed.rewards.registry import register_reward
 logger = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "f1")
-OBSERVATION_SETS = {"five": FIVE_OBSERVATIONS, "all": CHEXBERT_OBSERVATIONS}
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
 REFERENCE_LABEL_SOURCES = ("report", "row")
 
@@ -107,17 +100,14 @@ class ClinicalReward(Reward):
         sections: Sequence[str] = DEFAULT_SECTIONS,
     ):
         super().__init__(sections=validate_sections(sections))
-        from himed.clinical.labelers import available_labelers
+        from himed.clinical.labelers import check_labeler
 
-        if labeler not in available_labelers():
-            raise ValueError(
-                f"clinical reward: unknown labeler {labeler!r}; available: {', '.join(available_labelers())}"
-            )
+        check_labeler(labeler, "clinical reward")
         self.labeler_name = labeler
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.metric = _choice(metric, METRICS, "metric")
-        self.observation_set = _choice(observations, tuple(OBSERVATION_SETS), "observations")
-        self.observations = OBSERVATION_SETS[observations]
+        self.observations = observation_set(observations, "clinical reward")
+        self.observation_set = observations
         self.uncertain = _choice(uncertain, UNCERTAIN_POLICIES, "uncertain")
         self.reference_labels = _choice(reference_labels, REFERENCE_LABEL_SOURCES, "reference_labels")
         self._labeler = None
