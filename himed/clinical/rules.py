@@ -39,6 +39,9 @@ Aggregation per report (CheXpert's rule): any positive mention -> 1; else any un
 Unmentioned observations are absent. No Finding follows docs/data.md (``with_no_finding``): 1 when no
 observation other than Support Devices is positive or uncertain. An empty report is therefore ``{"No Finding": 1}``
 (CheXpert also labels an empty report No Finding).
+
+Why ~400 lines: the labeler's three stages (mentions, classification, aggregation) read top to bottom in one
+place; its vocabulary is in the data file.
 """
 
 from __future__ import annotations
