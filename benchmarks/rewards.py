@@ -334,8 +334,8 @@ def main(argv=None) -> dict:
     completions, references = make_batch(args.n, args.group_size, args.seed, variation=args.variation)
     warmup_completions, warmup_references = make_batch(args.n, args.group_size, args.seed + 1, variation=args.variation)
     sentences = {s for text in completions + references for s in re.split(r"(?<=\.)\s+", re.sub(r"<[^>]+>", " ", text))}
+    from himed.data.report_tokens import tokenize
     from himed.data.sections import extract_lenient
-    from himed.rewards.tokens import tokenize
 
     candidate_words = statistics.mean(len(tokenize(extract_lenient(c))) for c in completions)
     reference_words = statistics.mean(len(tokenize(r)) for r in references)

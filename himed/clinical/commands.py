@@ -108,18 +108,10 @@ def row_text(row: dict[str, Any], field: str | None, where: str) -> str:
 
 def read_rows(path: Path, field: str | None) -> Iterator[tuple[Any, str]]:
     """``(id, text)`` per non-blank line of a JSONL file; ValueError naming ``path:line`` for a bad line."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON: {error.msg} (column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield row.get("id", number), row_text(row, field, where)
+    from himed.data.jsonl import read_jsonl
+
+    for number, row in read_jsonl(path):
+        yield row.get("id", number), row_text(row, field, f"{path}:{number}")
 
 
 def run_label(args: argparse.Namespace) -> int:

@@ -44,6 +44,13 @@ def register_labeler(name: str) -> Callable[[LabelerFactory], LabelerFactory]:
     return decorate
 
 
+def check_labeler(name: str, who: str) -> str:
+    """``name`` when it is a registered labeler, else ValueError prefixed by ``who`` listing the available ones."""
+    if name not in available_labelers():
+        raise ValueError(f"{who}: unknown labeler {name!r}; available: {', '.join(available_labelers())}")
+    return name
+
+
 def available_labelers() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 

@@ -35,13 +35,20 @@ POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 LABEL_VALUES = (POSITIVE, NEGATIVE, UNCERTAIN)
 
 
-def observation_set(name: str) -> tuple[str, ...]:
-    """``five`` or ``all`` (the 14 CheXbert observations) as a tuple of names."""
-    if name == "five":
-        return FIVE_OBSERVATIONS
-    if name in ("all", "14"):
-        return CHEXBERT_OBSERVATIONS
-    raise ValueError(f"unknown observation set {name!r}; use 'five' or 'all'")
+# The observation sets a config can name (``observations: five``), the one vocabulary of every reward, judge and
+# stage that takes one.
+OBSERVATION_SETS: dict[str, tuple[str, ...]] = {"five": FIVE_OBSERVATIONS, "all": CHEXBERT_OBSERVATIONS}
+
+
+def observation_set(name: str, who: str | None = None) -> tuple[str, ...]:
+    """The observations of set ``name`` (``five`` or ``all``, the 14 CheXbert names) as a tuple.
+
+    ``who`` (e.g. ``"clinical reward"``) prefixes the error for an unknown name, which lists the valid ones.
+    """
+    if isinstance(name, str) and name in OBSERVATION_SETS:
+        return OBSERVATION_SETS[name]
+    prefix = f"{who}: " if who else ""
+    raise ValueError(f"{prefix}observations must be one of {', '.join(OBSERVATION_SETS)}, got {name!r}")
 
 
 def with_no_finding(labels: Mapping[str, int]) -> dict[str, int]:

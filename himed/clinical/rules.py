@@ -9,7 +9,8 @@ description. Where it departs from the original:
   and by a few **post-mention patterns** ("effusion is not seen", "pneumonia cannot be excluded"). This is far
   faster (no model) and handles the phrasing of chest X-ray reports well, but it can misjudge
   unusual syntax (e.g. "No large effusion is seen or pneumothorax" labels pneumothorax positive).
-- Our phrase lists are our own, following the CheXpert observation definitions, not copies of its files.
+- Our phrase lists are our own, following the CheXpert observation definitions, not copies of its files. They
+  live in ``himed/clinical/data/rule_labeler_phrases.txt`` (mentions, stems, cues, clause breakers, verbs).
 - "Normal" phrases for the heart and mediastinum ("heart size is normal", "normal cardiomediastinal silhouette")
   are mentions with value 0, as CheXpert's labels for such reports are negative.
 - "Lungs are clear" is *not* a mention of any observation (as in CheXpert): a report saying only that is labelled
@@ -38,6 +39,9 @@ Aggregation per report (CheXpert's rule): any positive mention -> 1; else any un
 Unmentioned observations are absent. No Finding follows docs/data.md (``with_no_finding``): 1 when no
 observation other than Support Devices is positive or uncertain. An empty report is therefore ``{"No Finding": 1}``
 (CheXpert also labels an empty report No Finding).
+
+Why ~400 lines: the labeler's three stages (mentions, classification, aggregation) read top to bottom in one
+place; its vocabulary is in the data file.
 """
 
 from __future__ import annotations
@@ -46,278 +50,98 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 
-from himed.clinical.observations import NEGATIVE, POSITIVE, UNCERTAIN, with_no_finding
-
-# ---------------------------------------------------------------------------------------------------------------
-# Mention phrases. Each observation has phrases of a base value: POSITIVE phrases are classified by the cues;
-# NEGATIVE ("normal") phrases are 0; UNCERTAIN phrases ("top normal heart size") are -1 unless negated.
-# Phrases are regular expressions over lowercased text; word boundaries are added around each alternation.
-# NEGATIVE phrases are always 0: a cue before them belongs to another finding ("no effusion, normal heart size").
-# ---------------------------------------------------------------------------------------------------------------
-
-_HEART = r"(?:heart|cardiac (?:silhouette|shadow|contours?|size)|heart size)"
-_CM_SILHOUETTE = (
-    r"(?:cardiomediastinal|cardio-mediastinal|mediastinal)(?: and hilar)? (?:silhouettes?|contours?|borders?|size)"
-    r"(?: and hilar (?:silhouettes?|contours?))?"
-)
-# "Heart size and mediastinal contours are normal", "heart size, mediastinal and hilar contours are normal",
-# "the heart and mediastinum are within normal limits": one phrase, a negative mention of both observations.
-_HEART_AND_MEDIASTINUM_NORMAL = (
-    r"(?:heart|heart size|cardiac silhouette|cardiac size),? (?:and )?(?:the )?(?:(?:cardio)?mediastinal(?: and hilar)?"
-    r" (?:silhouettes?|contours?)|mediastinum) (?:are|appear) (?:otherwise )?(?:grossly )?"
-    r"(?:normal|within normal limits|unremarkable)"
-)
-_NORMAL = r"(?:normal|within normal limits|unremarkable)"
-_BE = r"(?:is|are|appears?|remains?|was|were|seems?)"
-
-MENTION_PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
-    "Enlarged Cardiomediastinum": {
-        POSITIVE: (
-            r"(?:widened|widening of the|enlarged|enlargement of the) (?:superior )?(?:cardio-?)?mediastin\w*",
-            r"(?:cardio-?)?mediastinal (?:widening|enlargement)",
-            rf"{_CM_SILHOUETTE} {_BE}(?: \w+)? (?:enlarged|widened|prominent)",
-            r"enlarged cardiomediastinal silhouette",
-            r"mediastinum (?:is|appears) (?:\w+ )?widened",
-        ),
-        NEGATIVE: (
-            rf"{_CM_SILHOUETTE}(?: {_BE})?(?: otherwise)?(?: grossly)? {_NORMAL}",
-            rf"{_CM_SILHOUETTE} {_BE} (?:\w+ )?(?:and|,) {_NORMAL}",
-            r"normal (?:cardiomediastinal|mediastinal|heart and mediastinal) (?:silhouettes?|contours?|size)",
-            r"mediastinum (?:is|appears) (?:normal|unremarkable)",
-            _HEART_AND_MEDIASTINUM_NORMAL,
-        ),
-        UNCERTAIN: (),
-    },
-    "Cardiomegaly": {
-        POSITIVE: (
-            r"cardiomegaly",
-            r"cardiac (?:enlargement|prominence)",
-            r"(?:enlarged|enlargement of the|prominent|large|globular) (?:heart|cardiac silhouette|cardiac shadow)",
-            rf"{_HEART} {_BE}(?: \w+){{0,3}} (?:enlarged|large|prominent)",
-            r"heart size (?:is |remains )?(?:\w+ )?(?:enlarged|increased)",
-        ),
-        NEGATIVE: (
-            rf"{_HEART} {_BE}(?: otherwise)?(?: grossly)? (?:normal|within normal limits|normal in size|unremarkable)",
-            r"normal (?:heart|cardiac) (?:size|silhouette|contours?)",
-            r"(?:heart|cardiac) size (?:is )?(?:within normal limits|normal)",
-            r"(?:heart|cardiac silhouette) (?:is |appears )?normal in size",
-            r"normal size of the heart",
-            _HEART_AND_MEDIASTINUM_NORMAL,
-            # "Heart size and pulmonary vascularity appear within normal limits."
-            rf"{_HEART},? and (?:the )?(?:[\w-]+ ){{1,3}}(?:are|appear) (?:otherwise )?(?:grossly )?"
-            r"(?:normal|within normal limits|unremarkable)",
-        ),
-        UNCERTAIN: (
-            rf"{_HEART} {_BE}? ?(?:at the )?(?:top[- ]normal|upper limits? of normal|borderline(?: \w+)?)",
-            r"(?:top[- ]normal|borderline(?: enlarged)?) (?:heart|cardiac) (?:size|silhouette)",
-        ),
-    },
-    "Lung Opacity": {
-        POSITIVE: (
-            r"opacit(?:y|ies)",
-            r"opacification",
-            r"opacified",
-            r"infiltrat(?:e|es|ion|ive)",
-            r"air-?space (?:disease|process|opacit(?:y|ies))",
-            # Not when an "opacity" follows: "hazy opacity" is one mention, classified at "opacity".
-            r"hazy(?! opaci)|haziness",
-            r"ground[- ]glass(?! opaci)",
-            r"(?:interstitial|reticular|reticulonodular) (?:markings|prominence|opacit(?:y|ies)|pattern|abnormality|"
-            r"disease|thickening|changes)",
-            r"densit(?:y|ies)",
-            r"increased (?:lung |pulmonary |interstitial )?markings",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Lung Lesion": {
-        POSITIVE: (
-            r"mass(?:es)?",
-            r"nodules?",
-            r"nodular (?:opacit(?:y|ies)|densit(?:y|ies)|lesions?)",
-            r"(?:lung|pulmonary|cavitary|cavitating|spiculated|parenchymal) lesions?",
-            r"tumou?rs?",
-            r"neoplasms?",
-            r"carcinoma",
-            r"malignancy",
-            r"metasta(?:sis|ses|tic disease)",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Edema": {
-        POSITIVE: (
-            r"edema",
-            r"oedema",
-            r"(?:pulmonary )?(?:vascular|venous) (?:congestion|hypertension)",
-            r"pulmonary congestion",
-            r"(?:pulmonary )?vascular engorgement",
-            r"congestive heart failure",
-            r"heart failure",
-            r"chf",
-            r"kerley b lines",
-            r"cephalization",
-            r"fluid overload",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Consolidation": {
-        POSITIVE: (r"consolidat(?:ion|ions|ive|ed)",),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Pneumonia": {
-        POSITIVE: (
-            r"pneumonias?",
-            r"bronchopneumonia",
-            r"pneumonitis",
-            r"infection",
-            r"infectious (?:process|etiology)",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Atelectasis": {
-        POSITIVE: (
-            r"atelecta(?:sis|ses|tic)",
-            r"(?:lobar |lobe |lung |segmental |subsegmental )?collapse(?:d)?",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Pneumothorax": {
-        POSITIVE: (r"(?:hydro|hemo)?pneumothora(?:x|ces)", r"ptx"),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Pleural Effusion": {
-        POSITIVE: (
-            # Lookbehinds at the end keep the first-character scan fast; pericardial and joint effusions are not
-            # pleural.
-            r"effusions?(?<!pericardial effusion)(?<!pericardial effusions)(?<!joint effusion)(?<!joint effusions)",
-            r"hydropneumothora(?:x|ces)",
-            r"hydrothorax",
-            r"pleural fluid",
-            r"fluid in the (?:\w+ )?pleural",
-            r"blunting of the (?:\w+ )?costophrenic",
-            r"(?:blunted|blunting of) (?:the )?(?:\w+ )?(?:costophrenic|cp) angles?",
-            r"costophrenic (?:angle )?blunting",
-            r"layering fluid",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Pleural Other": {
-        POSITIVE: (
-            r"pleural (?:thickening|plaques?|scarring|scar|calcifications?|abnormalit(?:y|ies))",
-            r"pleural-?parenchymal (?:scarring|thickening)",
-            r"pleuroparenchymal (?:scarring|thickening)",
-            r"thickening of the pleura",
-            r"fibrothorax",
-            r"apical (?:pleural )?(?:cap|capping|thickening)",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Fracture": {
-        POSITIVE: (r"fractur(?:e|es|ed)", r"fx"),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-    "Support Devices": {
-        POSITIVE: (
-            r"(?:endotracheal|et|tracheostomy|trach|chest|nasogastric|ng|og|orogastric|feeding|enteric|"
-            r"dobhoff|gastric|mediastinal|pleural|thoracostomy|drainage) tubes?",
-            r"ett",
-            r"(?:picc|central|central venous|venous|arterial|jugular|subclavian|ij|swan[- ]ganz|dialysis|midline|"
-            r"pulmonary artery|hemodialysis) (?:lines?|catheters?)",
-            r"piccs?",
-            r"catheters?",
-            r"(?:lines and tubes|tubes and lines|support (?:lines|devices)|monitoring devices)",
-            r"pacemakers?",
-            r"pacer(?: wires?| leads?)?",
-            r"(?:pacemaker|pacer|cardiac|transvenous) (?:leads?|wires?|device)",
-            r"(?:aicd|icd|defibrillator|loop recorder|cardiac device)",
-            r"(?:sternotomy|sternal|epicardial) wires?",
-            r"(?:surgical )?clips",
-            r"stents?",
-            r"port(?:-a-cath)?",
-            r"(?:chest wall|right chest|left chest|power) port",
-            r"(?:drains?|pigtail)",
-            r"(?:intra-?aortic )?balloon pump",
-            r"lvad",
-            r"(?:valve replacement|prosthetic valve|annuloplasty ring)",
-            r"(?:orthopedic |spinal |surgical )?hardware",
-            r"(?:coils?|filters?)",
-            r"tubes?",
-        ),
-        NEGATIVE: (),
-        UNCERTAIN: (),
-    },
-}
+from himed.clinical.observations import CHEXBERT_OBSERVATIONS, NEGATIVE, POSITIVE, UNCERTAIN, with_no_finding
 
 # ---------------------------------------------------------------------------------------------------------------
-# Cues. Alternatives are tried left to right at each position, so longer and pseudo cues come first.
+# Phrase tables: mention phrases and stems per observation, cues, clause breakers and verbs, read once from
+# himed/clinical/data/rule_labeler_phrases.txt (its header documents the format).
 # ---------------------------------------------------------------------------------------------------------------
 
-_PSEUDO_CUES = (
-    r"no (?:significant |interval |appreciable |substantial |definite |other )*change",
-    r"not (?:significantly )?changed",
-    r"no (?:\w+ )?(?:increase|worsening|progression)",
-    r"not only",
-    r"no other",
-    r"without (?:\w+ )?change",
-)
-_UNCERTAIN_CUES = (
-    r"(?:cannot|can not|could not|can't) (?:be )?(?:excluded|exclude|ruled? out)",
-    r"(?:not|cannot|can not) (?:be )?(?:entirely |completely |definitely )?(?:excluded|ruled out)",
-    r"difficult to (?:exclude|rule out|assess)",
-    r"(?:to )?rule out",
-    r"r/o",
-    r"(?:evaluate|evaluation|assess|assessment|eval) for",
-    r"question of",
-    r"questionable",
-    r"questionably",
-    r"possib(?:le|ly|ility of)",
-    r"probabl(?:e|y)",
-    r"likely",
-    r"unlikely",
-    r"may|might|could",
-    r"suspect(?:ed)?",
-    r"suspicious (?:for|of)",
-    r"suspicion (?:for|of)",
-    r"suggest(?:s|ed|ive of|ing)?|suggestion of",
-    r"concern(?:ing)? (?:for|of)",
-    r"worrisome for",
-    r"versus|vs\.?",
-    r"differential (?:diagnosis )?(?:includes|including|would include)",
-    r"(?:cannot|can not) (?:be )?(?:differentiated|distinguished)",
-    r"equivocal",
-    r"indeterminate",
-    r"borderline",
-    r"uncertain",
-    r"unclear",
-    r"presumed",
-    r"(?:compatible|could be consistent) with",
-)
-_NEGATION_CUES = (
-    r"no (?:\w+ )?(?:evidence|signs?|findings?|radiographic evidence|definite evidence) (?:of|for|to suggest)",
-    r"(?:negative|clear|free) (?:of|for)",
-    r"without(?: (?:\w+ )?evidence of)?",
-    r"absence of",
-    r"(?:interval )?(?:resolution|removal) of",
-    r"resolved",
-    r"removed",
-    r"no longer",
-    r"rather than",
-    # "no consolidation to suggest pneumonia": the suggestion is denied; matched before "suggest" (it starts earlier).
-    r"to suggest",
-    r"(?:has|have) been excluded",
-    r"ruled out",
-    r"not|no|nor|neither|never",
-)
+PHRASE_FILE = "data/rule_labeler_phrases.txt"
+_BASE_VALUES = {"positive": POSITIVE, "negative": NEGATIVE, "uncertain": UNCERTAIN}
+_CONTEXT_LISTS = ("cues: pseudo", "cues: uncertain", "cues: negation", "clause breakers", "verbs")
+_DEFINITION = re.compile(r"([A-Z][A-Z_]*) = (.+)")
+_REFERENCE = re.compile(r"\{([A-Z][A-Z_]*)\}")
+
+
+@dataclass(frozen=True)
+class PhraseTables:
+    """The labeler's vocabulary: ``mentions[observation][base value]`` phrases, ``stems[observation]``, and the
+    context lists by section name (``cues: pseudo``, ``cues: uncertain``, ``cues: negation``, ``clause
+    breakers``, ``verbs``)."""
+
+    mentions: dict[str, dict[int, tuple[str, ...]]]
+    stems: dict[str, tuple[str, ...]]
+    context: dict[str, tuple[str, ...]]
+
+
+def parse_phrase_tables(text: str, where: str = PHRASE_FILE) -> PhraseTables:
+    """Read the phrase-table format; ValueError naming ``where:line`` for a line outside a section, an unknown
+    section or an undefined ``{NAME}``."""
+    definitions: dict[str, str] = {}
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+
+        def expand(match: re.Match, number: int = number) -> str:
+            if match.group(1) not in definitions:
+                raise ValueError(f"{where}:{number}: {{{match.group(1)}}} is not defined above")
+            return definitions[match.group(1)]
+
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1].strip(), [])
+        elif (definition := _DEFINITION.fullmatch(line)) is not None:
+            definitions[definition.group(1)] = _REFERENCE.sub(expand, definition.group(2))
+        elif current is None:
+            raise ValueError(f"{where}:{number}: a phrase before any [section]")
+        else:
+            current.append(_REFERENCE.sub(expand, line))
+    mentions: dict[str, dict[int, tuple[str, ...]]] = {}
+    stems: dict[str, tuple[str, ...]] = {}
+    context: dict[str, tuple[str, ...]] = {}
+    for name, phrases in sections.items():
+        if name in _CONTEXT_LISTS:
+            context[name] = tuple(phrases)
+            continue
+        observation, _, kind = name.rpartition(": ")
+        if observation not in CHEXBERT_OBSERVATIONS or kind not in (*_BASE_VALUES, "stems"):
+            raise ValueError(f"{where}: unknown section [{name}]")
+        if kind == "stems":
+            stems[observation] = tuple(phrases)
+        else:
+            mentions.setdefault(observation, {})[_BASE_VALUES[kind]] = tuple(phrases)
+    missing = [name for name in _CONTEXT_LISTS if name not in context]
+    if missing:
+        raise ValueError(f"{where}: missing section(s) {missing}")
+    return PhraseTables(mentions, stems, context)
+
+
+def load_phrase_tables() -> PhraseTables:
+    return parse_phrase_tables(resources.files("himed.clinical").joinpath(PHRASE_FILE).read_text(encoding="utf-8"))
+
+
+_TABLES = load_phrase_tables()
+MENTION_PHRASES = _TABLES.mentions
+# Literal stems that every phrase of an observation contains (at least one of them). A sentence is searched for an
+# observation's phrases only when one of its stems occurs in it: one fast scan for all stems replaces a regex scan
+# of the whole report per observation (5x faster). ``mentions(..., gated=False)`` skips the gate; a test checks the
+# two agree, so a phrase added without its stem is caught.
+MENTION_STEMS = _TABLES.stems
+_PSEUDO_CUES = _TABLES.context["cues: pseudo"]
+_UNCERTAIN_CUES = _TABLES.context["cues: uncertain"]
+_NEGATION_CUES = _TABLES.context["cues: negation"]
+# Clause breakers inside a sentence: cues never reach across them.
+_CLAUSE_BREAKERS = _TABLES.context["clause breakers"]
+# A verb between a negation cue and the mention means the cue negated something in an earlier clause; so does a
+# word that starts a new circumstance ("no pneumothorax following placement of a chest tube").
+_VERBS = _TABLES.context["verbs"]
+
+
 # Word-level patterns start with ``_WORD_START``, a consumed non-word character, instead of ``\b``: a leading ``\b``
 # disables the regex engine's first-character scan and made labelling ~4x slower. The labeler works on the text
 # with one space prepended, so the character before any word exists; match starts are corrected by one.
@@ -348,17 +172,6 @@ _POST_UNCERTAIN_RE = re.compile(
     # may represent a nipple shadow": the finding itself is in doubt (a technical explanation, not a disease one).
     rf"(?:{_HEDGE}(?:{_EXPLAINED_BY}\s+)?|{_EXPLAINED_BY}\s+){_TECHNICAL}))"
 )
-# Clause breakers inside a sentence: cues never reach across them.
-_CLAUSE_BREAKERS = (
-    r"but|however|although|though|whereas|which|except|aside from|apart from|other than|with the exception of",
-    r"and (?:there|the|this|it|these)|otherwise|in addition|additionally|also",
-)
-# A verb between a negation cue and the mention means the cue negated something in an earlier clause; so does a
-# word that starts a new circumstance ("no pneumothorax following placement of a chest tube").
-_VERBS = (
-    r"is|are|was|were|has|have|had|appears?|seems?|remains?|demonstrates?|shows?",
-    r"following|after|status post|s/p|since|given|with",
-)
 # Breakers, cues and verbs in one pattern, so a sentence is scanned once. Alternatives are tried in this order at
 # each position: pseudo cues before negations ("no change"), uncertainty before negation ("not excluded").
 _CONTEXT_RE = re.compile(
@@ -373,31 +186,6 @@ _CUE_KINDS = frozenset({"pseudo", "uncertain", "negation", "question"})
 # A sentence: from a non-space character up to ".!?" followed by whitespace or the end (so "1.5 cm" stays one
 # sentence), a line break, or the end of the text.
 _SENTENCE_RE = re.compile(r"\S(?:[^.!?\n]+|[.!?]+(?!\s|$))*[.!?]*")
-
-
-# Literal stems that every phrase of an observation contains (at least one of them). A sentence is searched for an
-# observation's phrases only when one of its stems occurs in it: one fast scan for all stems replaces a regex scan
-# of the whole report per observation (5x faster). ``mentions(..., gated=False)`` skips the gate; a test checks the
-# two agree, so a phrase added without its stem is caught.
-MENTION_STEMS: dict[str, tuple[str, ...]] = {
-    "Enlarged Cardiomediastinum": ("mediastin",),
-    "Cardiomegaly": ("cardiomegaly", "cardiac", "heart"),
-    "Lung Opacity": ("opaci", "infiltrat", "air", "haz", "glass", "interstitial", "reticul", "densit", "markings"),
-    "Lung Lesion": ("mass", "nodul", "lesion", "tumo", "neoplasm", "carcinoma", "malignan", "metasta"),
-    "Edema": ("edema", "congestion", "engorgement", "failure", "chf", "kerley", "cephalization", "overload"),
-    "Consolidation": ("consolidat",),
-    "Pneumonia": ("pneumon", "infect"),
-    "Atelectasis": ("atelecta", "collapse"),
-    "Pneumothorax": ("pneumothora", "ptx"),
-    "Pleural Effusion": ("effusion", "hydro", "fluid", "blunt"),
-    "Pleural Other": ("pleura", "fibrothorax", "apical"),
-    "Fracture": ("fractur", "fx"),
-    "Support Devices": (
-        "tube", "ett", "line", "catheter", "picc", "pace", "lead", "wire", "device", "icd", "defibrillator",
-        "recorder", "clip", "stent", "port", "drain", "pigtail", "pump", "lvad", "valve", "ring", "hardware",
-        "coil", "filter",
-    ),
-}  # fmt: skip
 
 
 def _phrase_regex(phrases: Sequence[str]) -> re.Pattern[str] | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from himed.rewards.tokens import tokenize
+from himed.data.report_tokens import tokenize
 
 
 def read_terms(path: str | Path | None = None) -> tuple[tuple[str, ...], ...]:

@@ -15,24 +15,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
-    return value
+def _unit_interval(*, include_one: bool):
+    """An argparse type for a number in [0, 1) or, with ``include_one``, [0, 1]."""
+    shown = "[0, 1]" if include_one else "[0, 1)"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {shown}, got {text!r}") from None
+        if not (0.0 <= value <= 1.0 if include_one else 0.0 <= value < 1.0):
+            raise argparse.ArgumentTypeError(f"expected a number in {shown}, got {value}")
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
+_fraction = _unit_interval(include_one=False)  # a share of something that cannot be all of it (--omit-rate)
+_rate = _unit_interval(include_one=True)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

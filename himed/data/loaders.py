@@ -17,6 +17,9 @@ Formats, each reached through ``load_rows(format, path, split, **options)``:
 Every loader validates through ``rows.RowSkips``: a bad row is an error naming the file and the row, or with
 ``on_bad="skip"`` a counted skip logged at the end. Studies a filter leaves out on purpose (MIMIC-CXR view filter)
 are counted and logged too.
+
+Why one file of ~450 lines: the four formats share the split aliases, the bad-row policy and ``load_rows``'s
+option check, and each reads top to bottom in its own section.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from himed.clinical.observations import CHEXBERT_OBSERVATIONS
+from himed.data.jsonl import JsonlLineError, read_jsonl
 from himed.data.rows import (
     BAD_LABELS,
     MISSING_FIELD,
@@ -324,15 +328,12 @@ def load_jsonl(
     root = Path(image_root) if image_root is not None else path.parent
 
     def items() -> Iterator[tuple[str, Any]]:
-        with path.open(encoding="utf-8") as file:
-            for line_number, line in enumerate(file, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_number}"
-                try:
-                    yield where, json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield where, BadRowError(where, "<line>", WRONG_TYPE, f"not valid JSON: {error}")
+        # Not objects=True: a line that is not an object is a bad row, reported (or skipped) by the row check.
+        for line_number, value in read_jsonl(path, objects=False, errors="yield"):
+            where = f"{path}:{line_number}"
+            if isinstance(value, JsonlLineError):
+                value = BadRowError(where, "<line>", WRONG_TYPE, value.problem)
+            yield where, value
 
     skips = RowSkips(on_bad, source=str(path))
     rows = skips.collect(items(), convert=_single_image, check_images=check_images, image_root=root)

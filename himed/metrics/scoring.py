@@ -63,12 +63,13 @@ def score_lines(
     ``radgraph``: keyword arguments of ``himed.clinical.radgraph.get_radgraph_bridge`` (``python``, ``model_type``,
     ``model_cache_dir``, ...); RadGraph F1 is computed only when it is given.
     """
+    from himed.clinical.consistency import CLASH_OBSERVATION_SETS as OBSERVATION_SETS
+    from himed.clinical.consistency import count_clashes
     from himed.clinical.labelers import get_labeler
     from himed.clinical.severity import severity_metrics
     from himed.data.normalize import clean_report
     from himed.metrics.clinical_efficacy import clinical_efficacy
     from himed.metrics.nlg import coco_text, nlg_metrics
-    from himed.rewards.consistency import OBSERVATION_SETS, count_clashes
 
     if clean not in CLEAN_CHOICES:
         raise ValueError(f"unknown cleaning {clean!r}; choose one of {', '.join(CLEAN_CHOICES)}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from himed.data.sections import DEFAULT_SECTIONS, completion_text, reference_text
@@ -89,3 +89,28 @@ class Reward(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.__name__!r})"
+
+
+class LabelerReward(Reward):
+    """A reward that reads CheXpert-style labels off texts with a clinical labeler (``rules``, ``chexbert``, ...).
+
+    The labeler is named in the config, checked when the reward is made and built on first use (cached per process
+    by ``get_labeler``; a CheXbert model is not pickled with the reward).
+    """
+
+    lazy_attributes = ("_labeler",)
+
+    def _set_labeler(self, labeler: str, labeler_kwargs: Mapping[str, Any] | None, who: str) -> None:
+        from himed.clinical.labelers import check_labeler
+
+        self.labeler_name = check_labeler(labeler, who)
+        self.labeler_kwargs = dict(labeler_kwargs or {})
+        self._labeler = None
+
+    @property
+    def labeler(self):
+        if self._labeler is None:
+            from himed.clinical.labelers import get_labeler
+
+            self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
+        return self._labeler

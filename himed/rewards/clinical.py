@@ -33,21 +33,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from himed.clinical.observations import (
-    CHEXBERT_OBSERVATIONS,
-    FIVE_OBSERVATIONS,
-    POSITIVE,
-    UNCERTAIN,
-    normalize_labels,
-)
+from himed.clinical.observations import POSITIVE, UNCERTAIN, normalize_labels, observation_set
 from himed.data.sections import DEFAULT_SECTIONS, extract_lenient, validate_sections
-from himed.rewards.base import Reward
+from himed.rewards.base import LabelerReward
 from himed.rewards.registry import register_reward
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "f1")
-OBSERVATION_SETS = {"five": FIVE_OBSERVATIONS, "all": CHEXBERT_OBSERVATIONS}
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
 REFERENCE_LABEL_SOURCES = ("report", "row")
 
@@ -84,7 +77,7 @@ def label_agreement(
 
 
 @register_reward
-class ClinicalReward(Reward):
+class ClinicalReward(LabelerReward):
     """CheXpert-label agreement (accuracy or F1) between the completion and the reference.
 
     Every option: the module docstring.
@@ -94,7 +87,6 @@ class ClinicalReward(Reward):
     level = "low"
     weight = 1.0
     parts = ("accuracy", "f1")
-    lazy_attributes = ("_labeler",)  # a labeler model is built on first use, not pickled with the reward
 
     def __init__(
         self,
@@ -107,31 +99,14 @@ class ClinicalReward(Reward):
         sections: Sequence[str] = DEFAULT_SECTIONS,
     ):
         super().__init__(sections=validate_sections(sections))
-        from himed.clinical.labelers import available_labelers
-
-        if labeler not in available_labelers():
-            raise ValueError(
-                f"clinical reward: unknown labeler {labeler!r}; available: {', '.join(available_labelers())}"
-            )
-        self.labeler_name = labeler
-        self.labeler_kwargs = dict(labeler_kwargs or {})
+        self._set_labeler(labeler, labeler_kwargs, "clinical reward")
         self.metric = _choice(metric, METRICS, "metric")
-        self.observation_set = _choice(observations, tuple(OBSERVATION_SETS), "observations")
-        self.observations = OBSERVATION_SETS[observations]
+        self.observations = observation_set(observations, "clinical reward")
+        self.observation_set = observations
         self.uncertain = _choice(uncertain, UNCERTAIN_POLICIES, "uncertain")
         self.reference_labels = _choice(reference_labels, REFERENCE_LABEL_SOURCES, "reference_labels")
-        self._labeler = None
         _ = self.labeler  # fail at start-up on a bad labeler config (e.g. a missing CheXbert checkpoint), not per step
         self.counters = {"scored": 0, "reference_label_fallbacks": 0, "bad_row_labels": 0}
-
-    @property
-    def labeler(self):
-        # Built on first use and cached by get_labeler: a CheXbert model is not pickled with the reward.
-        if self._labeler is None:
-            from himed.clinical.labelers import get_labeler
-
-            self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
-        return self._labeler
 
     def _reference_labels(self, references: list[str], columns: dict[str, Any]) -> list[dict[str, int] | str | None]:
         """Per row: a labels dict from the row, the reference text to label, or None (invalid row labels)."""

@@ -74,43 +74,35 @@ def _json_number(value: Any) -> Any:
 
 def read_score_input(path: Path) -> tuple[list[Any], list[Any], dict[str, list[Any]]]:
     """(ids, completions, columns) from a JSONL file; raises ValueError naming ``path:line`` for a bad line."""
+    from himed.data.jsonl import read_jsonl
     from himed.data.sections import reference_text
 
     if not path.is_file():
         raise FileNotFoundError(f"--input {path} does not exist")
     ids, completions, rows = [], [], []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            where = f"{path}:{line_number}"
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            if "completion" not in row:
-                raise ValueError(f"{where}: missing 'completion'")
-            completion = row.pop("completion")
-            if not isinstance(completion, str | list | dict):
-                raise ValueError(f"{where}: 'completion' must be a string or a list of messages, got {completion!r}")
-            reference = row.get("reference")
-            if reference is None:
-                if row.get("findings") is None:
-                    raise ValueError(f"{where}: missing 'reference' (or 'findings' and optionally 'impression')")
-                findings, impression = row["findings"], row.get("impression") or ""
-                if not isinstance(findings, str) or not isinstance(impression, str):
-                    raise ValueError(f"{where}: 'findings' and 'impression' must be strings")
-                reference = reference_text(findings, impression)
-            if not isinstance(reference, str):
-                raise ValueError(f"{where}: 'reference' must be a string, got {type(reference).__name__}")
-            if not reference.strip():
-                raise ValueError(f"{where}: empty reference (a reference report is needed to score against)")
-            row["reference"] = reference
-            ids.append(row.pop("id", None))
-            completions.append(completion)
-            rows.append(row)
+    for line_number, row in read_jsonl(path):
+        where = f"{path}:{line_number}"
+        if "completion" not in row:
+            raise ValueError(f"{where}: missing 'completion'")
+        completion = row.pop("completion")
+        if not isinstance(completion, str | list | dict):
+            raise ValueError(f"{where}: 'completion' must be a string or a list of messages, got {completion!r}")
+        reference = row.get("reference")
+        if reference is None:
+            if row.get("findings") is None:
+                raise ValueError(f"{where}: missing 'reference' (or 'findings' and optionally 'impression')")
+            findings, impression = row["findings"], row.get("impression") or ""
+            if not isinstance(findings, str) or not isinstance(impression, str):
+                raise ValueError(f"{where}: 'findings' and 'impression' must be strings")
+            reference = reference_text(findings, impression)
+        if not isinstance(reference, str):
+            raise ValueError(f"{where}: 'reference' must be a string, got {type(reference).__name__}")
+        if not reference.strip():
+            raise ValueError(f"{where}: empty reference (a reference report is needed to score against)")
+        row["reference"] = reference
+        ids.append(row.pop("id", None))
+        completions.append(completion)
+        rows.append(row)
     keys = list(dict.fromkeys(key for row in rows for key in row))
     columns = {key: [row.get(key) for row in rows] for key in keys}
     return ids, completions, columns

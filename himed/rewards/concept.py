@@ -1,7 +1,7 @@
 """The concept-level reward of HiMed-RL (eq. 4-5): ROUGE-L + METEOR + a capped radiology-keyword bonus.
 
 ``R_concept = ROUGE-L + METEOR + min(keyword_beta * K, keyword_cap)`` (eq. 5), where, on himed's tokens
-(:mod:`himed.rewards.tokens`) of the candidate (the lenient extraction of the completion) and the reference:
+(:mod:`himed.data.report_tokens`) of the candidate (the lenient extraction of the completion) and the reference:
 
 - ROUGE-L (eq. 4) is the LCS F-measure: ``P = LCS / len(c)``, ``R = LCS / len(r)``,
   ``F = (1 + b^2) P R / (R + b^2 P)`` (0 when the LCS is 0), ``b = rouge_beta``. The default 1.0 is plain F1 and
@@ -39,10 +39,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from himed.data.report_tokens import candidate_tokens, tokenize
 from himed.data.sections import DEFAULT_SECTIONS, validate_sections
 from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
-from himed.rewards.tokens import candidate_tokens, tokenize
 
 logger = logging.getLogger(__name__)
 

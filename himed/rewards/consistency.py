@@ -24,33 +24,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from himed.clinical.observations import CHEXBERT_OBSERVATIONS, FIVE_OBSERVATIONS, NEGATIVE, NO_FINDING, POSITIVE
+from himed.clinical.consistency import clash_observations, count_clashes
 from himed.data.sections import DEFAULT_SECTIONS, completion_text, parse_strict, validate_sections
-from himed.rewards.base import Reward
+from himed.rewards.base import LabelerReward
 from himed.rewards.registry import register_reward
-
-OBSERVATION_SETS = {
-    "five": FIVE_OBSERVATIONS,
-    "all": tuple(name for name in CHEXBERT_OBSERVATIONS if name != NO_FINDING),
-}
-
-
-def count_clashes(
-    finding: Mapping[str, int], impression: Mapping[str, int], observations: Sequence[str]
-) -> tuple[int, int]:
-    """(clashes, shared): observations positive in one section and negative in the other, and those with a
-    definite label in both."""
-    clashes = shared = 0
-    for name in observations:
-        a, b = finding.get(name), impression.get(name)
-        if a in (POSITIVE, NEGATIVE) and b in (POSITIVE, NEGATIVE):
-            shared += 1
-            clashes += a != b
-    return clashes, shared
 
 
 @register_reward
-class ConsistencyReward(Reward):
+class ConsistencyReward(LabelerReward):
     """1 / (1 + clashes), counting observations labelled differently in the finding and impression sections.
 
     The exact definition: the module docstring.
@@ -60,7 +41,6 @@ class ConsistencyReward(Reward):
     level = "low"
     weight = 0.5
     parts = ("clashes", "shared")
-    lazy_attributes = ("_labeler",)  # a labeler model is built on first use, not pickled with the reward
 
     def __init__(
         self,
@@ -76,31 +56,11 @@ class ConsistencyReward(Reward):
                 "drop it for findings-only data"
             )
         super().__init__(sections=sections)
-        from himed.clinical.labelers import available_labelers
-
-        if labeler not in available_labelers():
-            raise ValueError(
-                f"consistency reward: unknown labeler {labeler!r}; available: {', '.join(available_labelers())}"
-            )
-        if observations not in OBSERVATION_SETS:
-            raise ValueError(
-                f"consistency reward: observations must be one of {', '.join(OBSERVATION_SETS)}, got {observations!r}"
-            )
-        self.labeler_name = labeler
-        self.labeler_kwargs = dict(labeler_kwargs or {})
+        self._set_labeler(labeler, labeler_kwargs, "consistency reward")
+        self.observations = clash_observations(observations, "consistency reward")
         self.observation_set = observations
-        self.observations = OBSERVATION_SETS[observations]
-        self._labeler = None
         _ = self.labeler  # fail at start-up on a bad labeler config (e.g. a missing CheXbert checkpoint), not per step
         self.counters = {"scored": 0, "unparsed": 0, "with_clash": 0}
-
-    @property
-    def labeler(self):
-        if self._labeler is None:  # built on first use, cached by get_labeler, not pickled with the reward
-            from himed.clinical.labelers import get_labeler
-
-            self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
-        return self._labeler
 
     def score(self, texts: list[str], references: list[str], **columns: Any) -> list[dict[str, float | None]]:
         parsed = [parse_strict(text, self.sections) for text in texts]

@@ -36,10 +36,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from himed.data.report_tokens import tokenize
 from himed.data.sections import DEFAULT_SECTIONS, completion_text, extract_lenient, validate_sections
 from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
-from himed.rewards.tokens import tokenize
 
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n+")
 

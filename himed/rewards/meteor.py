@@ -24,6 +24,9 @@ what that wrapper lacks: inputs cleaned of newlines and ``|||`` (either one hang
 per worker, a reader thread and timeouts, a restart when a worker dies or stalls, a pool of 1-2 workers, and closing
 at exit. Each pair gets its own ``SCORE`` line; the per-segment scores of one ``EVAL`` line are used, never the
 corpus score (which is not the mean of the segment scores).
+
+Why one file of ~420 lines: both backends and the WordNet lookup they share; ``NltkMeteor`` is kept step by
+step comparable with nltk's code, which splitting it would hide.
 """
 
 from __future__ import annotations

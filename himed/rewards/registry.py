@@ -99,7 +99,7 @@ def _import_builtin_rewards() -> None:
     import himed.rewards as package
 
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in ("registry", "base", "catalogue", "composite", "schedules", "commands", "tokens"):
+        if module.name not in ("registry", "base", "catalogue", "composite", "schedules", "commands"):
             importlib.import_module(f"himed.rewards.{module.name}")
 
 

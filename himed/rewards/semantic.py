@@ -34,7 +34,7 @@ from typing import Any
 from himed.data.sections import DEFAULT_SECTIONS, completion_text, extract_lenient, validate_sections
 from himed.rewards.base import Reward, reference_texts
 from himed.rewards.registry import register_reward
-from himed.verifiers.base import Judge, JudgeScore, build_judge
+from himed.verifiers.base import Judge, JudgeConfigError, JudgeScore, build_judge
 from himed.verifiers.prompt import AXES
 
 logger = logging.getLogger(__name__)
@@ -42,13 +42,6 @@ logger = logging.getLogger(__name__)
 AGGREGATES = ("sum", "mean")
 # Per-batch judge counters worth a line in the training logs (the rest are in metrics()).
 _LOGGED_COUNTERS = ("calls", "cache_hits", "retries", "failures", "latency_p50", "latency_p95")
-
-
-def _judge_config_error() -> type[Exception]:
-    # The openai backend defines it; importing the module does not import openai itself.
-    from himed.verifiers.openai_judge import JudgeConfigError
-
-    return JudgeConfigError
 
 
 @register_reward
@@ -169,7 +162,7 @@ class SemanticReward(Reward):
         return self._results(candidates, references, to_judge, scores, columns, mark, started)
 
     def _failed(self, error: Exception, n: int) -> list[dict[str, float | None]]:
-        if isinstance(error, _judge_config_error()):
+        if isinstance(error, JudgeConfigError):
             raise error
         kind = type(error).__name__
         if kind not in self._logged_errors:

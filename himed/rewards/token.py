@@ -1,7 +1,7 @@
 """The token-level reward of HiMed-RL (eq. 1-3): clipped n-gram precision with a brevity penalty.
 
 For a candidate ``c`` (the lenient extraction of the completion, docs/data.md) and its reference ``r``, both
-tokenized by :mod:`himed.rewards.tokens`:
+tokenized by :mod:`himed.data.report_tokens`:
 
 - ``p_n`` (eq. 1): the clipped n-gram precision, ``sum_g min(count_c(g), count_r(g)) / number of n-grams of c``;
   0 when the candidate has no n-grams of order ``n`` (it is shorter than ``n`` tokens). There is one reference, so
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from himed.data.report_tokens import candidate_tokens, ngram_counts, tokenize
 from himed.data.sections import DEFAULT_SECTIONS, validate_sections
 from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
-from himed.rewards.tokens import candidate_tokens, ngram_counts, tokenize
 
 MEANS = ("arithmetic", "geometric")
 

@@ -30,6 +30,14 @@ from himed.verifiers.prompt import AXES
 T = TypeVar("T")
 
 
+class JudgeConfigError(ValueError):
+    """A judge set-up error that would fail every request (a missing or refused API key): raised, never scored None.
+
+    Any backend raises it for a problem no retry can fix; the semantic reward lets it through (a run whose high
+    level is always None would silently train on the low level alone).
+    """
+
+
 @dataclass(frozen=True)
 class JudgeScore:
     """One judged pair: the three STARD axes of HiMed-RL eq. 6, each in [0, 1]."""

@@ -31,19 +31,18 @@ from typing import Any
 
 from himed.clinical.observations import (
     CHEXBERT_OBSERVATIONS,
-    FIVE_OBSERVATIONS,
     NEGATIVE,
     NO_FINDING,
     POSITIVE,
     SUPPORT_DEVICES,
     UNCERTAIN,
+    observation_set,
 )
 from himed.verifiers.base import Judge, JudgeScore, Pair, register_judge
 from himed.verifiers.service import JudgeCounters
 
 logger = logging.getLogger(__name__)
 
-OBSERVATION_SETS = {"all": CHEXBERT_OBSERVATIONS, "five": FIVE_OBSERVATIONS}
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
 # Identity of the derivation below, recorded like an LLM judge's prompt hash; bump it when the formulas change.
 LABELER_JUDGE_VERSION = "labeler-axes-v1"
@@ -100,22 +99,15 @@ class LabelerJudge(Judge):
         observations: str = "all",
         uncertain: str = "positive",
     ):
-        from himed.clinical.labelers import available_labelers
+        from himed.clinical.labelers import check_labeler
 
-        if labeler not in available_labelers():
-            raise ValueError(
-                f"labeler judge: unknown labeler {labeler!r}; available: {', '.join(available_labelers())}"
-            )
-        if observations not in OBSERVATION_SETS:
-            raise ValueError(
-                f"labeler judge: observations must be one of {sorted(OBSERVATION_SETS)}, got {observations!r}"
-            )
+        check_labeler(labeler, "labeler judge")
+        self.observations = observation_set(observations, "labeler judge")
         if uncertain not in UNCERTAIN_POLICIES:
             raise ValueError(f"labeler judge: uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
         self.labeler_name = labeler
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.observation_set = observations
-        self.observations = OBSERVATION_SETS[observations]
         self.uncertain = uncertain
         self.prompt_hash = LABELER_JUDGE_VERSION
         self.counters = JudgeCounters()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from himed.verifiers.base import Judge, JudgeScore, Pair, register_judge
+from himed.verifiers.base import Judge, JudgeConfigError, JudgeScore, Pair, register_judge
 from himed.verifiers.prompt import (
     DEFAULT_MAX_REPORT_CHARS,
     PROMPT_HASH,
@@ -65,10 +65,6 @@ HTTP_BACKENDS = ("auto", "aiohttp", "httpx2")
 # Words in a 400/422 error that say the server rejected the structured-output request rather than the prompt.
 _FORMAT_REJECTION = re.compile(r"response_format|json_schema|json_object|guided|structured|schema", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class JudgeConfigError(ValueError):
-    """A judge set-up error that would fail every request (a missing API key): raised, not scored None."""
 
 
 @dataclass

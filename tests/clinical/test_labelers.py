@@ -75,3 +75,23 @@ def test_unhashable_arguments_are_cached_by_value(monkeypatch):
     first = get_labeler("with_config", config={"a": [1, 2]})
     assert get_labeler("with_config", config={"a": [1, 2]}) is first
     assert get_labeler("with_config", config={"a": [1, 3]}) is not first
+
+
+def test_observation_sets_and_labeler_checks_have_one_source():
+    from himed.clinical.consistency import CLASH_OBSERVATION_SETS
+    from himed.clinical.labelers import check_labeler
+    from himed.clinical.observations import (
+        CHEXBERT_OBSERVATIONS,
+        FIVE_OBSERVATIONS,
+        NO_FINDING,
+        observation_set,
+    )
+
+    assert observation_set("five") == FIVE_OBSERVATIONS
+    assert observation_set("all") == CHEXBERT_OBSERVATIONS
+    assert CLASH_OBSERVATION_SETS["all"] == tuple(o for o in CHEXBERT_OBSERVATIONS if o != NO_FINDING)
+    with pytest.raises(ValueError, match="clinical reward: observations must be one of five, all, got 'six'"):
+        observation_set("six", "clinical reward")
+    assert check_labeler("rules", "x") == "rules"
+    with pytest.raises(ValueError, match="judge: unknown labeler 'nope'; available: .*rules"):
+        check_labeler("nope", "judge")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from himed.clinical.observations import CHEXBERT_OBSERVATIONS, NO_FINDING, with_no_finding
+from himed.clinical.observations import CHEXBERT_OBSERVATIONS, NO_FINDING, POSITIVE, with_no_finding
 from himed.clinical.rules import (
     MENTION_PHRASES,
     MENTION_STEMS,
@@ -220,3 +220,46 @@ def test_speed_of_a_typical_batch():
     elapsed = time.process_time() - start
     # ~0.05 s on a busy 2-core machine; the bound leaves room for a much busier one.
     assert elapsed < 1.0, f"512 reports took {elapsed:.2f} s of CPU"
+
+
+# --- the phrase tables come from a data file ---------------------------------------------------------------------
+
+# sha256 of the tables as they were when they moved from rules.py to rule_labeler_phrases.txt (identical then,
+# compiled patterns included). A deliberate vocabulary change updates it, after the held-out accuracy tests pass.
+PHRASE_TABLES_SHA256 = "698254cca0872f9ba6c56855321750d9808ed9cc6952cb1d8a3d4ad51cf911ef"
+
+
+def test_phrase_tables_are_the_ones_the_labeler_was_validated_with():
+    import hashlib
+    import json
+
+    from himed.clinical import rules
+
+    tables = [
+        rules.MENTION_PHRASES,
+        rules.MENTION_STEMS,
+        rules._PSEUDO_CUES,
+        rules._UNCERTAIN_CUES,
+        rules._NEGATION_CUES,
+        rules._CLAUSE_BREAKERS,
+        rules._VERBS,
+    ]
+    digest = hashlib.sha256(json.dumps(tables).encode()).hexdigest()
+    assert digest == PHRASE_TABLES_SHA256, "rule_labeler_phrases.txt changed: rerun the held-out tests, update the hash"
+
+
+def test_phrase_file_format_errors_name_the_line():
+    from himed.clinical.rules import parse_phrase_tables
+
+    context = "".join(f"[{name}]\nx\n" for name in ("cues: pseudo", "cues: uncertain", "cues: negation"))
+    context += "[clause breakers]\nbut\n[verbs]\nis\n"
+    tables = parse_phrase_tables(f"# c\nA = (?:a|b)\nB = {{A}} c\n[Edema: positive]\n{{B}}{{0,2}} d\n{context}")
+    assert tables.mentions == {"Edema": {POSITIVE: ("(?:a|b) c{0,2} d",)}}
+    with pytest.raises(ValueError, match=r"f.txt:2: \{NOPE\} is not defined"):
+        parse_phrase_tables("[Edema: positive]\n{NOPE}\n" + context, "f.txt")
+    with pytest.raises(ValueError, match="f.txt:1: a phrase before any"):
+        parse_phrase_tables("edema\n", "f.txt")
+    with pytest.raises(ValueError, match=r"unknown section \[Edma: positive\]"):
+        parse_phrase_tables("[Edma: positive]\nedema\n" + context, "f.txt")
+    with pytest.raises(ValueError, match="missing section"):
+        parse_phrase_tables("[Edema: positive]\nedema\n", "f.txt")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nltk.translate.meteor_score import meteor_score
 
+from himed.data.report_tokens import tokenize
 from himed.rewards.concept import (
     ConceptReward,
     KeywordMatcher,
@@ -19,7 +20,6 @@ from himed.rewards.concept import (
     rouge_l,
 )
 from himed.rewards.meteor import find_wordnet
-from himed.rewards.tokens import tokenize
 
 
 def naive_lcs(a, b):

@@ -1,6 +1,7 @@
 import pytest
 
-from himed.rewards.consistency import ConsistencyReward, count_clashes
+from himed.clinical.consistency import count_clashes
+from himed.rewards.consistency import ConsistencyReward
 from himed.rewards.registry import build_reward, resolve_reward
 
 

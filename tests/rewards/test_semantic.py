@@ -11,7 +11,7 @@ import pytest
 
 from himed.rewards.registry import build_reward, resolve_reward
 from himed.rewards.semantic import AsyncSemanticReward, SemanticReward
-from himed.verifiers.openai_judge import JudgeConfigError
+from himed.verifiers.base import JudgeConfigError
 
 
 def is_async_callable(function) -> bool:

@@ -9,8 +9,8 @@ import sacrebleu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from himed.data.report_tokens import tokenize
 from himed.rewards.token import TokenReward, brevity_penalty, clipped_counts, clipped_precision, token_score
-from himed.rewards.tokens import tokenize
 
 
 def naive_token_reward(candidate: str, reference: str, weights=(0.25, 0.25, 0.25, 0.25)):

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from himed.verifiers.base import build_judge
-from himed.verifiers.openai_judge import JudgeConfigError, OpenAIJudge
+from himed.verifiers.base import JudgeConfigError, build_judge
+from himed.verifiers.openai_judge import OpenAIJudge
 from himed.verifiers.prompt import CANDIDATE_CLOSE, CANDIDATE_OPEN, PROMPT_HASH, SYSTEM_PROMPT
 
 HAS_AIOHTTP = importlib.util.find_spec("aiohttp") is not None

@@ -5,7 +5,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from himed.rewards.tokens import ngram_counts, ngrams, tokenize
+from himed.data.report_tokens import ngram_counts, ngrams, tokenize
 
 
 def test_lowercases_and_splits_on_everything_but_ascii_alphanumerics():

@@ -1,4 +1,4 @@
-"""The tokens that the token and concept rewards count (docs/data.md).
+"""Report tokens: what the token and concept rewards, the guards and the severity score count (docs/data.md).
 
 Lowercase the text, then keep the ASCII runs ``[a-z0-9]+``; everything else (punctuation, whitespace, other
 scripts) separates tokens; no stemming. This is the tokenizer of ``rouge_score`` without its stemmer, so ROUGE-L on
