@@ -64,14 +64,14 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        from himed.data.loaders import LOADERS, loader_options
+        from himed.data.loaders import LOADERS, accepted_loader_options
 
         self.sections = list(validate_sections(self.sections))
         if self.on_bad_rows not in ON_BAD_ROWS:
             raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {self.on_bad_rows!r}")
         if self.data_format not in LOADERS:
             raise ValueError(f"data_format must be one of {', '.join(LOADERS)}, got {self.data_format!r}")
-        unsupported = sorted(set(self.loader_options()) - set(loader_options(self.data_format)))
+        unsupported = sorted(set(self.loader_options()) - set(accepted_loader_options(self.data_format)))
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)}: not an option of data_format {self.data_format!r}")
 
