@@ -7,11 +7,12 @@ rewards:
   - {name: clinical, kwargs: {labeler: rules}}
   - {name: my_pkg.my_module:my_reward, as: my_reward, level: low, weight: 0.5}
 impute: group_mean
+circuit_breaker: {threshold: 0.5, patience: 3, action: stop}
 ```
 
 ``RewardsConfig.from_dict`` checks everything that can be checked without building a reward: unknown keys, types,
 that each name resolves (registered name, ``package.module:attribute`` path or ``himed.rewards`` entry point), that
-entry names (after ``as``) are distinct, and the schedule's parameters. ``level`` and ``weight`` default to the
+entry names (after ``as``) are distinct, the schedule's parameters and the circuit breaker's. ``level`` and ``weight`` default to the
 reward's registered values (DESIGN.md table). Errors name the file (``where``) and the field path.
 """
 
@@ -28,6 +29,7 @@ from himed.rewards.registry import LEVELS, resolve_reward
 from himed.rewards.schedules import Schedule, build_schedule
 
 IMPUTE_MODES = ("group_mean", "zero")
+BREAKER_ACTIONS = ("stop", "warn")
 DEFAULT_SCHEDULE = {"name": "linear"}
 
 
@@ -98,6 +100,80 @@ class ScheduleConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}
+
+
+@dataclass
+class CircuitBreakerConfig:
+    """``circuit_breaker: {threshold, patience, action, enabled}``: when a component's failures stop a GRPO run.
+
+    A component whose failure rate (``rewards/<name>/failure_rate``) is above ``threshold`` on ``patience``
+    consecutive reward batches (one per optimizer step) opens the breaker (``himed.trainers.circuit_breaker``,
+    docs/judges.md). Components named in ``ignore`` are not watched, nor are rewards whose None means "nothing to
+    score" rather than a failure (``none_is_failure = False`` on the reward, e.g. consistency on an unparsable
+    completion). ``himed score`` reads the same block and has no use for it.
+    """
+
+    enabled: bool = field(default=True, metadata={"help": "watch the failure rates at all (default true)"})
+    threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "failure rate (fraction of a batch's completions the component could not score, in [0, 1)) "
+            "above which a step counts as failing; 0.5 = more than half failed"
+        },
+    )
+    patience: int = field(default=3, metadata={"help": "consecutive failing steps (int >= 1) before the breaker opens"})
+    action: str = field(
+        default="stop",
+        metadata={
+            "help": "stop: save a checkpoint and raise an error naming the component and its counters; warn: log "
+            "one warning per component and keep training on the imputed values"
+        },
+    )
+    ignore: list[str] = field(
+        default_factory=list,
+        metadata={"help": "reward entry names (after 'as') the breaker does not watch, e.g. [radgraph]"},
+    )
+
+    YAML_KEYS = ("enabled", "threshold", "patience", "action", "ignore")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"circuit_breaker.enabled: expected true or false, got {self.enabled!r}")
+        threshold = self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold < 1.0:
+            raise ValueError(
+                f"circuit_breaker.threshold: expected a failure rate in [0, 1) (0.5 = more than half of a batch "
+                f"failed), got {threshold!r}"
+            )
+        self.threshold = float(threshold)
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise ValueError(f"circuit_breaker.patience: expected a whole number of steps >= 1, got {self.patience!r}")
+        if self.action not in BREAKER_ACTIONS:
+            raise ValueError(
+                f"circuit_breaker.action: must be one of {', '.join(BREAKER_ACTIONS)}, got {self.action!r}"
+            )
+        if not isinstance(self.ignore, list | tuple) or not all(isinstance(n, str) for n in self.ignore):
+            raise ValueError(f"circuit_breaker.ignore: expected a list of reward entry names, got {self.ignore!r}")
+        self.ignore = list(self.ignore)
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None, where: str = "rewards config") -> CircuitBreakerConfig:
+        """Parse the block; ``where`` (the file or recipe) prefixes every error, which names the field."""
+        d = _require_mapping(d if d is not None else {}, f"{where}: circuit_breaker")
+        _reject_unknown(d, cls.YAML_KEYS, f"{where}: circuit_breaker")
+        try:
+            return cls(**d)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "threshold": self.threshold,
+            "patience": self.patience,
+            "action": self.action,
+            "ignore": list(self.ignore),
+        }
 
 
 @dataclass
@@ -214,8 +290,15 @@ class RewardsConfig:
             "component, so the failure does not move advantages) or zero; an all-failed group gets 0"
         },
     )
+    circuit_breaker: CircuitBreakerConfig = field(
+        default_factory=CircuitBreakerConfig,
+        metadata={
+            "help": "when persistent failures of one component stop a GRPO run: {threshold: 0.5, patience: 3, "
+            "action: stop|warn, enabled: true} (default on, stop; docs/judges.md)"
+        },
+    )
 
-    YAML_KEYS = ("schedule", "rewards", "impute")
+    YAML_KEYS = ("schedule", "rewards", "impute", "circuit_breaker")
 
     def __post_init__(self) -> None:
         if self.impute not in IMPUTE_MODES:
@@ -231,6 +314,11 @@ class RewardsConfig:
                     f"a distinct 'as: <name>'"
                 )
             seen[name] = i
+        unknown = [name for name in self.circuit_breaker.ignore if name not in seen]
+        if unknown:
+            raise ValueError(
+                f"circuit_breaker.ignore: {unknown[0]!r} is not a reward entry name; entries: {', '.join(seen)}"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -249,8 +337,9 @@ class RewardsConfig:
         impute = d.get("impute", "group_mean")
         if impute not in IMPUTE_MODES:
             raise ValueError(f"{where}: impute must be one of {', '.join(IMPUTE_MODES)}, got {impute!r}")
+        breaker = CircuitBreakerConfig.from_dict(d.get("circuit_breaker"), where)
         try:
-            return cls(rewards=rewards, schedule=schedule, impute=impute)
+            return cls(rewards=rewards, schedule=schedule, impute=impute, circuit_breaker=breaker)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
 
@@ -282,4 +371,5 @@ class RewardsConfig:
             "schedule": self.schedule.to_dict(),
             "rewards": [entry.to_dict() for entry in self.rewards],
             "impute": self.impute,
+            "circuit_breaker": self.circuit_breaker.to_dict(),
         }

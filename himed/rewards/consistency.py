@@ -56,6 +56,9 @@ class ConsistencyReward(Reward):
     name = "consistency"
     level = "low"
     weight = 0.5
+    # None here means "no sections to compare" (a format failure, already scored by the format reward), not a failure
+    # of this reward: the GRPO circuit breaker does not watch it (himed.trainers.circuit_breaker).
+    none_is_failure = False
 
     def __init__(
         self,

@@ -82,6 +82,13 @@ class RewardArguments:
         default="group_mean",
         metadata={"help": "How a failed (None) reward component is filled per group: group_mean or zero."},
     )
+    circuit_breaker: str | None = field(
+        default=None,
+        metadata={
+            "help": "When one component's persistent failures stop the run, e.g. {threshold: 0.5, patience: 3, "
+            "action: stop} (the default; action warn logs once and trains on); docs/judges.md."
+        },
+    )
     allow_remote_patient_data: bool = field(
         default=False,
         metadata={
@@ -93,7 +100,7 @@ class RewardArguments:
     def reward_block(self) -> dict[str, Any]:
         """The block as a plain mapping for himed.rewards.config.RewardsConfig.from_dict."""
         block: dict[str, Any] = {"impute": self.impute}
-        for name in ("schedule", "rewards"):
+        for name in ("schedule", "rewards", "circuit_breaker"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = json.loads(value) if value.strip()[:1] in "[{" else yaml.safe_load(value)

@@ -11,6 +11,10 @@ What himed adds to TRL, and nothing else:
   ``_calculate_rewards`` returns, already gathered across processes, so every group is whole on every rank: a
   failed value takes its group's mean of that component (or 0 with ``impute: zero``); a group where every value
   failed gets 0, constant within the group. ``rewards/<name>/failure_rate`` is logged.
+- **A circuit breaker** on those failure rates (``circuit_breaker`` in the reward block, on by default): a
+  component failing on more than ``threshold`` of the completions for ``patience`` consecutive steps saves a
+  checkpoint and stops the run with ``RewardCircuitOpen`` naming it, or warns once (``action: warn``);
+  ``rewards/<name>/breaker_open`` is logged (``himed.trainers.circuit_breaker``, docs/judges.md).
 - **Provenance**: every checkpoint gets ``himed_rewards.json`` (reward block, schedule, each reward's description,
   e.g. a judge's prompt hash), so a run can be audited and resumed with the same reward.
 - **Patient data stays local**: report text and images never reach a remote logger or the hub unless the recipe
@@ -40,6 +44,13 @@ from trl import GRPOConfig, GRPOTrainer
 from himed.rewards.composite import build_reward_functions, effective_weights, failure_rates, impute
 from himed.rewards.config import RewardsConfig
 from himed.rewards.schedules import build_schedule
+from himed.trainers.circuit_breaker import (
+    CircuitBreaker,
+    RewardCircuitOpen,
+    component_counters,
+    trip_message,
+    unwatched_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +93,9 @@ class HimedGRPOTrainer(GRPOTrainer):
         self.reward_components = build_reward_functions(rewards_config, sections=sections)
         self.schedule = build_schedule(rewards_config.schedule)
         self.impute_mode = rewards_config.impute
+        self.circuit_breaker = CircuitBreaker(
+            rewards_config.circuit_breaker, self.component_names, unwatched=unwatched_names(self.reward_components)
+        )
         grpo_args.reward_weights = list(effective_weights(self.reward_components, self.schedule, 0))
         super().__init__(
             *args, args=grpo_args, reward_funcs=[component.fn for component in self.reward_components], **kwargs
@@ -113,9 +127,34 @@ class HimedGRPOTrainer(GRPOTrainer):
         gathered = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = self._mode()
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        for name, rate in zip(self.component_names, failure_rates(gathered), strict=True):
+        rates = failure_rates(gathered)
+        for name, rate in zip(self.component_names, rates, strict=True):
             self._metrics[mode][f"rewards/{name}/failure_rate"].append(float(rate))
+        if mode == "train":
+            self.watch_failures(rates)
         return impute(gathered, group_size=group_size, mode=self.impute_mode)
+
+    def watch_failures(self, rates: Sequence[float]) -> None:
+        """The circuit breaker's hook (``himed.trainers.circuit_breaker``): log ``rewards/<name>/breaker_open``; on
+        opening, warn once (``action: warn``) or log this step, save a checkpoint and raise ``RewardCircuitOpen``."""
+        trips = self.circuit_breaker.observe(self.state.global_step, rates)
+        for name, flag in self.circuit_breaker.open_flags().items():
+            self._metrics["train"][f"rewards/{name}/breaker_open"].append(flag)
+        config = self.circuit_breaker.config
+        for trip in trips:
+            counters = component_counters(self.reward_components[self.component_names.index(trip.name)].fn)
+            if config.action == "warn":
+                if trip.first_time:
+                    logger.warning(trip_message(trip, config, counters, None))
+                continue
+            self.log({})  # the failing step's rates and breaker_open reach log_history and the checkpoint
+            self._save_checkpoint(self.model, trial=None)
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            checkpoint = str(Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            message = trip_message(trip, config, counters, checkpoint)
+            logger.error(message)
+            raise RewardCircuitOpen(message, component=trip.name, checkpoint=checkpoint)
 
     def provenance(self) -> dict[str, Any]:
         """What defines this run's reward, written next to every checkpoint."""
