@@ -151,7 +151,7 @@ def trip_message(trip: Trip, config: CircuitBreakerConfig, counters: Mapping[str
         f"reward component {trip.name!r} failed on more than {config.threshold:.0%} of the completions for "
         f"{len(trip.rates)} consecutive steps (steps {first}-{trip.step}, failure rates {rates}; circuit_breaker "
         f"threshold {config.threshold}, patience {config.patience}).",
-        f"Its counters: {counted}.",
+        f"Its counters (totals since the run started): {counted}.",
     ]
     if config.action == "stop":
         saved = f"A checkpoint was saved at {checkpoint}" if checkpoint else "No checkpoint could be saved"
