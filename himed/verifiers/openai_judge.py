@@ -20,8 +20,8 @@ What keeps a slow or flaky judge from stalling or corrupting training:
   probed again after ``endpoint_cooldown`` seconds, a retry goes to another endpoint, and per-endpoint counters are
   reported (``himed.verifiers.pool``, docs/judges.md). ``concurrency`` is per endpoint.
 
-One ``AsyncOpenAI`` client per event loop and endpoint, created on first use and reused: its connection pool is what lets 32
-requests share a handful of keep-alive connections instead of opening one per request. The API key is read from
+One ``AsyncOpenAI`` client per event loop and endpoint, created on first use and reused: its connection pool is what
+lets 32 requests share a handful of keep-alive connections instead of opening one per request. The API key is read from
 the environment variable named by ``api_key_env`` when the client is created; it is never stored in the config,
 ``describe()``, logs or checkpoints. A local vLLM server started without ``--api-key`` accepts any key: set
 ``OPENAI_API_KEY=EMPTY``.

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Failure kinds (himed.verifiers.service.status_kind and the judge's own) that say the endpoint itself is unwell.
 ENDPOINT_FAILURE_KINDS = frozenset({"connection", "timeout", "server_error", "rate_limit", "request_timeout"})
+# Attempts that ended without telling anything about the endpoint: cancelled, or cut short by the batch deadline.
+NEUTRAL_KINDS = frozenset({"cancelled", "deadline"})
 STATES = ("up", "down", "probing")
 
 
@@ -116,12 +118,12 @@ class EndpointPool:
             return chosen
 
     def release(self, endpoint: Endpoint, kind: str = "") -> None:
-        """The request on ``endpoint`` ended: ``kind`` is "" on an answer, else the failure kind; ``cancelled`` (the
-        batch deadline, or an error of ours) says nothing about the endpoint."""
+        """The request on ``endpoint`` ended: ``kind`` is "" on an answer, else the failure kind; ``NEUTRAL_KINDS``
+        (cancelled, or cut short by the batch deadline) say nothing about the endpoint."""
         failed = kind in ENDPOINT_FAILURE_KINDS
         with self._lock:
             endpoint.in_flight -= 1
-            if kind == "cancelled":
+            if kind in NEUTRAL_KINDS:
                 if endpoint.state == "probing":
                     endpoint.state = "down"  # its cool-down is over: the next request probes it again
                 return

