@@ -30,8 +30,7 @@ from himed.data.examples import grpo_dataset  # noqa: E402
 from himed.data.loaders import load_rows  # noqa: E402
 from himed.models.loading import load_policy, load_processor  # noqa: E402
 from himed.models.tiny import build_tiny_model  # noqa: E402
-from himed.rewards.composite import build_reward_functions  # noqa: E402
-from himed.rewards.config import RewardsConfig  # noqa: E402
+from himed.rewards.composite import CompositeReward  # noqa: E402
 from himed.trainers.grpo import HimedGRPOTrainer  # noqa: E402
 
 REWARD_BLOCK = {
@@ -87,19 +86,18 @@ def time_trainer(kind: str, model_dir: Path, dataset, steps: int, warmup: int) -
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output_dir:
         args = make_args(output_dir, steps)
-        config = RewardsConfig.from_dict(REWARD_BLOCK)
+        reward = CompositeReward.from_config(REWARD_BLOCK, sections=("think", "finding", "impression"))
         if kind == "himed":
             trainer = HimedGRPOTrainer(
                 model=model,
                 processing_class=processor,
                 train_dataset=dataset,
-                rewards_config=config,
-                sections=("think", "finding", "impression"),
-                grpo_args=args,
+                args=args,
+                reward=reward,
                 callbacks=[timer],
             )
         else:
-            components = build_reward_functions(config, sections=("think", "finding", "impression"))
+            components = reward.components
             args.reward_weights = [component.weight for component in components]
             trainer = GRPOTrainer(
                 model=model,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from himed.rewards.composite import build_reward_functions
+from himed.rewards.composite import CompositeReward
 from himed.rewards.config import RewardsConfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -21,7 +21,7 @@ def test_custom_reward_example(tmp_path, monkeypatch):
     (package / "my_rewards.py").write_text(python)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("my_pkg", None)
-    components = build_reward_functions(RewardsConfig.from_dict(yaml.safe_load(block)))
+    components = CompositeReward.from_config(RewardsConfig.from_dict(yaml.safe_load(block))).components
     comparison = next(c for c in components if c.name == "comparison")
     assert (comparison.level, comparison.weight) == ("low", 0.5)
     completions = [

@@ -37,6 +37,7 @@ from typing import Literal
 
 CleanStyle = Literal["mimic_cxr", "iu_xray", "none"]
 CLEAN_STYLES = ("mimic_cxr", "iu_xray", "none")
+DEFAULT_CLEAN_STYLE = "mimic_cxr"  # R2Gen's MIMIC-CXR rule: what report-generation papers score on
 
 # Step 1, shared tail: R2Gen's list-marker rules, in its order.
 _LIST_MARKERS = (
@@ -87,7 +88,7 @@ def clean_report_mimic_cxr(text: str) -> str:
     return _r2gen_clean(text, _MIMIC_CXR_REPLACEMENTS)
 
 
-def clean_report(text: str, style: str = "mimic_cxr") -> str:
+def clean_report(text: str, style: str = DEFAULT_CLEAN_STYLE) -> str:
     """Clean ``text`` by ``style``: ``mimic_cxr``, ``iu_xray`` (R2Gen's rules) or ``none`` (METEOR-safe only)."""
     if style == "mimic_cxr":
         return clean_report_mimic_cxr(text)

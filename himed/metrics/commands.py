@@ -42,11 +42,13 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "--data-format", default="r2gen", help="format of --data for load_rows: r2gen, mimic_cxr_jpg, jsonl, hf_disk"
     )
     parser.add_argument("--split", default="test", help="dataset split (default test)")
+    from himed.data.normalize import CLEAN_STYLES, DEFAULT_CLEAN_STYLE  # light: regular expressions only
+
     parser.add_argument(
         "--clean",
-        default="mimic_cxr",
-        choices=["mimic_cxr", "iu_xray", "none"],
-        help="R2Gen text cleaning applied before the NLG metrics (default mimic_cxr)",
+        default=DEFAULT_CLEAN_STYLE,
+        choices=CLEAN_STYLES,
+        help=f"R2Gen text cleaning applied before the NLG metrics (default {DEFAULT_CLEAN_STYLE})",
     )
     parser.add_argument(
         "--section",

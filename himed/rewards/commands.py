@@ -3,7 +3,7 @@
     himed score (--config FILE | --rewards a,b,c) --input IN.jsonl --output OUT.jsonl [--step N]
                 [--impute group_mean|zero|none]
 
-Input lines (DESIGN.md section 4): ``completion`` (a string or conversational messages) and ``reference`` (or
+Input lines (``docs/scoring.md``): ``completion`` (a string or conversational messages) and ``reference`` (or
 ``findings`` and optionally ``impression``), optional ``id``; every other key (``labels``, ...) reaches the rewards
 as a column, as dataset columns do in TRL. Blank lines are skipped. Errors name ``file:line``.
 
@@ -12,7 +12,7 @@ as ``name/part`` (every key of the reward's per-completion dict except ``value``
 eq. 8-9 with the schedule's weights at N, default 0), computed after imputing failed values with the whole file as
 one group (``--impute`` overrides the config's ``impute``; with ``none`` the total is null where a value it needs is
 null). At the end a summary goes to stderr: the count, and per reward its mean, failure rate and whatever its
-``describe()`` returns (the optional protocol of ``himed.rewards.composite``).
+``describe()`` returns (the optional protocol of ``himed.rewards.composite.CompositeReward``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-IMPUTE_CHOICES = ("group_mean", "zero", "none")
-
 
 def add_commands(subparsers) -> None:
+    from himed.rewards.config import IMPUTE_CHOICES  # light: no reward module is imported
+
     parser = subparsers.add_parser(
         "score",
         help="score completions in a JSONL file with the reward composite",
@@ -38,7 +38,9 @@ def add_commands(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="YAML file with the reward block (schedule, rewards, impute; DESIGN.md s. 3)")
+    source.add_argument(
+        "--config", help="YAML file with the reward block: schedule, rewards, impute (see docs/rewards.md)"
+    )
     source.add_argument(
         "--rewards", help="comma-separated reward names with default settings, e.g. token,concept,format"
     )
@@ -110,30 +112,10 @@ def read_score_input(path: Path) -> tuple[list[Any], list[Any], dict[str, list[A
     return ids, completions, columns
 
 
-def score_rows(components, completions: list[Any], columns: dict[str, list[Any]]) -> list[list[dict[str, Any]]]:
-    """Per component, the per-completion dicts; a component that raises is logged and scored None throughout."""
-    results = []
-    for component in components:
-        try:
-            rows = component.score_completions(completions, **columns)
-        except Exception as error:  # one broken reward must not lose the others' scores
-            logger.error("reward %s failed on the whole file: %s: %s", component.name, type(error).__name__, error)
-            rows = [{"value": None} for _ in completions]
-        results.append(rows)
-    return results
-
-
 def run_score(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from himed.rewards.composite import (
-        build_reward_functions,
-        describe_component,
-        effective_weights,
-        failure_rates,
-        impute,
-        total,
-    )
+    from himed.rewards.composite import CompositeReward
     from himed.rewards.config import RewardsConfig
 
     if args.step < 0:
@@ -145,18 +127,13 @@ def run_score(args: argparse.Namespace) -> int:
         config = RewardsConfig.from_yaml(args.config)
     else:
         config = RewardsConfig.from_names(args.rewards.split(","))
-    mode = args.impute or config.impute
+    reward = CompositeReward.from_config(config, impute=args.impute)
     ids, completions, columns = read_score_input(input_path)
-    components = build_reward_functions(config)
-    results = score_rows(components, completions, columns)
+    results, values = reward.score(completions, **columns)
 
     n = len(completions)
-    values = np.array(
-        [[_as_float(results[j][i].get("value")) for j in range(len(components))] for i in range(n)], dtype=np.float64
-    ).reshape(n, len(components))
-    weights = effective_weights(components, config.schedule, args.step)
-    filled = values if mode == "none" or n == 0 else impute(values, group_size=n, mode=mode)
-    totals = total(filled, weights) if n else np.zeros(0)
+    filled = reward.impute(values, group_size=n) if n else values  # the whole file is one group
+    totals = reward.totals(filled, args.step) if n else np.zeros(0)
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(output_path.name + ".partial")
@@ -165,42 +142,36 @@ def run_score(args: argparse.Namespace) -> int:
             out: dict[str, Any] = {}
             if ids[i] is not None:
                 out["id"] = ids[i]
-            for j, component in enumerate(components):
+            for j, name in enumerate(reward.names):
                 row = results[j][i]
-                out[component.name] = _json_number(row.get("value"))
+                out[name] = _json_number(row.get("value"))
                 for part, value in row.items():
                     if part != "value":
-                        out[f"{component.name}/{part}"] = _json_number(value)
+                        out[f"{name}/{part}"] = _json_number(value)
             out["total"] = _json_number(float(totals[i]))
             handle.write(json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n")
     partial.replace(output_path)
-
-    rates = failure_rates(values) if n else [0.0] * len(components)
-    print(
-        f"himed score: {n} completions from {input_path} -> {output_path} (step {args.step}, impute {mode})",
-        file=sys.stderr,
-    )
-    width = max([len(c.name) for c in components] + [len("total")])
-    for j, component in enumerate(components):
-        scored = values[:, j][np.isfinite(values[:, j])]
-        mean = f"{scored.mean():.4f}" if scored.size else "n/a"
-        line = f"  {component.name:<{width}}  mean {mean:>7}  failure_rate {rates[j]:.3f}  weight {weights[j]:.3f}"
-        info = describe_component(component)
-        if info:
-            line += "  " + json.dumps(info, default=str, sort_keys=True)
-        print(line, file=sys.stderr)
-    finite_totals = totals[np.isfinite(totals)] if n else totals
-    mean_total = f"{finite_totals.mean():.4f}" if finite_totals.size else "n/a"
-    print(f"  {'total':<{width}}  mean {mean_total:>7}  null {n - finite_totals.size}", file=sys.stderr)
+    print_summary(reward, values, totals, args.step, f"{input_path} -> {output_path}")
     return 0
 
 
-def _as_float(value: Any) -> float:
-    """A reward value as a float, NaN for None or anything that is not a finite number."""
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return value if math.isfinite(value) else math.nan
+def print_summary(reward, values, totals, step: int, what: str) -> None:
+    """Count, and per reward its mean, failure rate, weight at ``step`` and ``describe()``, to stderr."""
+    import numpy as np
+
+    n = len(values)
+    rates = reward.failure_rates(values)
+    weights = reward.weights(step)
+    described = reward.describe()
+    print(f"himed score: {n} completions from {what} (step {step}, impute {reward.impute_mode})", file=sys.stderr)
+    width = max([len(name) for name in reward.names] + [len("total")])
+    for j, name in enumerate(reward.names):
+        scored = values[:, j][np.isfinite(values[:, j])]
+        mean = f"{scored.mean():.4f}" if scored.size else "n/a"
+        line = f"  {name:<{width}}  mean {mean:>7}  failure_rate {rates[name]:.3f}  weight {weights[j]:.3f}"
+        if name in described:
+            line += "  " + json.dumps(described[name], default=str, sort_keys=True)
+        print(line, file=sys.stderr)
+    finite_totals = totals[np.isfinite(totals)]
+    mean_total = f"{finite_totals.mean():.4f}" if finite_totals.size else "n/a"
+    print(f"  {'total':<{width}}  mean {mean_total:>7}  null {n - finite_totals.size}", file=sys.stderr)

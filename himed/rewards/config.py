@@ -1,4 +1,4 @@
-"""The reward config block (DESIGN.md section 3), shared by ``himed score --config`` files and GRPO recipes.
+"""The reward config block (``docs/rewards.md``), shared by ``himed score --config`` files and GRPO recipes.
 
 ```yaml
 schedule: {name: linear, total_steps: 10000, alpha_min: 0.1}
@@ -12,8 +12,10 @@ circuit_breaker: {threshold: 0.5, patience: 3, action: stop}
 
 ``RewardsConfig.from_dict`` checks everything that can be checked without building a reward: unknown keys, types,
 that each name resolves (registered name, ``package.module:attribute`` path or ``himed.rewards`` entry point), that
-entry names (after ``as``) are distinct, the schedule's parameters and the circuit breaker's. ``level`` and ``weight`` default to the
-reward's registered values (DESIGN.md table). Errors name the file (``where``) and the field path.
+entry names (after ``as``) are distinct, the schedule's parameters and the circuit breaker's. ``level`` and
+``weight`` default to the reward's registered values (the table in ``docs/rewards.md``). Errors name the file
+(``where``) and the field path. Each name is resolved once here and the schedule built once;
+``himed.rewards.composite.CompositeReward`` builds the rewards from the parsed block.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from himed.rewards.registry import LEVELS, resolve_reward
+from himed.rewards.registry import LEVELS, RewardInfo, resolve_reward
 from himed.rewards.schedules import Schedule, build_schedule
 
-IMPUTE_MODES = ("group_mean", "zero")
+IMPUTE_MODES = ("group_mean", "zero")  # what a recipe or config file may set
+# ``none`` leaves failures as NaN: ``himed score --impute none`` only (a total that needs a failed value is null).
+IMPUTE_CHOICES = (*IMPUTE_MODES, "none")
 BREAKER_ACTIONS = ("stop", "warn")
 DEFAULT_SCHEDULE = {"name": "linear"}
 
@@ -83,11 +87,14 @@ class ScheduleConfig:
         },
     )
 
-    def __post_init__(self) -> None:
-        self.build()  # validates name and parameters now, not at the first training step
+    where: InitVar[str] = "schedule"  # the field path errors start with
 
-    def build(self, where: str = "schedule") -> Schedule:
-        return build_schedule({"name": self.name, **self.params}, where=where)
+    def __post_init__(self, where: str) -> None:
+        # Built (and so validated) once, now rather than at the first training step; schedules are immutable.
+        self._schedule = build_schedule({"name": self.name, **self.params}, where=where)
+
+    def build(self) -> Schedule:
+        return self._schedule
 
     @classmethod
     def from_dict(cls, d: Mapping | None, where: str = "schedule") -> ScheduleConfig:
@@ -95,8 +102,7 @@ class ScheduleConfig:
         name = d.pop("name", "linear")
         if not isinstance(name, str):
             raise ValueError(f"{where}.name: expected a schedule name, got {name!r}")
-        build_schedule({"name": name, **d}, where=where)  # raises with the field path
-        return cls(name=name, params=d)
+        return cls(name=name, params=d, where=where)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}
@@ -206,17 +212,23 @@ class RewardEntryConfig:
         default=None,
         metadata={"help": "w_i of HiMed-RL eq. 8-9 (before the schedule's alpha); default: the registered weight"},
     )
+    info: RewardInfo | None = field(
+        default=None,
+        repr=False,
+        compare=False,
+        metadata={"help": "the resolved reward (factory, registered level and weight); resolved from name when None"},
+    )
 
     YAML_KEYS = ("name", "kwargs", "as", "level", "weight")
 
     def __post_init__(self) -> None:
         # Fill level and weight from the registry so that a config object always carries the numbers in use.
-        if self.level is None or self.weight is None:
-            info = resolve_reward(self.name)
-            if self.level is None:
-                self.level = info.level
-            if self.weight is None:
-                self.weight = float(info.weight)
+        if self.info is None:
+            self.info = resolve_reward(self.name)
+        if self.level is None:
+            self.level = self.info.level
+        if self.weight is None:
+            self.weight = float(self.info.weight)
         if self.level not in LEVELS:
             raise ValueError(
                 f"reward {self.entry_name!r}: level must be one of {', '.join(LEVELS)}, got {self.level!r}"
@@ -260,7 +272,7 @@ class RewardEntryConfig:
         except ValueError as error:
             raise ValueError(f"{where}.name: {error}") from None
         _check_kwargs(info.factory, kwargs, f"{where}.kwargs", name)
-        return cls(name=name, kwargs=kwargs, alias=alias, level=level, weight=weight)
+        return cls(name=name, kwargs=kwargs, alias=alias, level=level, weight=weight, info=info)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -277,7 +289,7 @@ class RewardsConfig:
     """The whole reward block: schedule, reward entries and how failed components are imputed."""
 
     rewards: list[RewardEntryConfig] = field(
-        metadata={"help": "the reward entries (DESIGN.md section 3); their order is the order of TRL's reward_funcs"}
+        metadata={"help": "the reward entries (docs/rewards.md); their order is the order of TRL's reward_funcs"}
     )
     schedule: ScheduleConfig = field(
         default_factory=ScheduleConfig,
@@ -334,12 +346,11 @@ class RewardsConfig:
             raise ValueError(f"{where}: 'rewards' must be a non-empty list of entries like {{name: token}}")
         rewards = [RewardEntryConfig.from_dict(entry, f"{where}: rewards[{i}]") for i, entry in enumerate(entries)]
         schedule = ScheduleConfig.from_dict(d.get("schedule"), f"{where}: schedule")
-        impute = d.get("impute", "group_mean")
-        if impute not in IMPUTE_MODES:
-            raise ValueError(f"{where}: impute must be one of {', '.join(IMPUTE_MODES)}, got {impute!r}")
         breaker = CircuitBreakerConfig.from_dict(d.get("circuit_breaker"), where)
         try:
-            return cls(rewards=rewards, schedule=schedule, impute=impute, circuit_breaker=breaker)
+            return cls(
+                rewards=rewards, schedule=schedule, impute=d.get("impute", "group_mean"), circuit_breaker=breaker
+            )
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
 

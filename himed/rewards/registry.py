@@ -131,12 +131,13 @@ class AsyncBoundReward(BoundReward):
         return await self.function(completions, **columns, **self.kwargs)
 
 
-def build_reward(name: str, kwargs: dict[str, Any] | None = None, alias: str | None = None):
-    """Instantiate the reward ``name`` with ``kwargs``; its ``__name__`` becomes ``alias`` (or the name).
+def build_reward(name: str | RewardInfo, kwargs: dict[str, Any] | None = None, alias: str | None = None):
+    """Instantiate the reward ``name`` (or an already resolved ``RewardInfo``) with ``kwargs``; its ``__name__``
+    becomes ``alias`` (or the name).
 
     Returns ``(reward_callable, info)``. Bad kwargs raise ValueError naming the reward.
     """
-    info = resolve_reward(name)
+    info = name if isinstance(name, RewardInfo) else resolve_reward(name)
     kwargs = dict(kwargs or {})
     display = alias or info.name
     factory = info.factory

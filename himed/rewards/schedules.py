@@ -100,6 +100,10 @@ class Schedule(ABC):
     def alpha_low(self, step: float) -> float:
         """The weight of the low-level rewards at optimizer step ``step`` (HiMed-RL eq. 10)."""
 
+    @abstractmethod
+    def end_step(self) -> float:
+        """The step from which ``alpha_low`` no longer changes ("the end of the schedule"; 0 for a constant)."""
+
     def alpha_high(self, step: float) -> float:
         return 1.0 - self.alpha_low(step)  # HiMed-RL eq. 10
 
@@ -155,6 +159,9 @@ class LinearDecaySchedule(Schedule):
         t = _check_step(step)
         return max(1.0 - t / self.total_steps, self.alpha_min)  # HiMed-RL eq. 10
 
+    def end_step(self) -> float:
+        return float(self.total_steps)
+
 
 @register_schedule("constant")
 @dataclass(frozen=True)
@@ -170,6 +177,9 @@ class ConstantSchedule(Schedule):
     def alpha_low(self, step: float) -> float:
         _check_step(step)
         return self.alpha_low_value
+
+    def end_step(self) -> float:
+        return 0.0
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name, "alpha_low": self.alpha_low_value}
@@ -205,6 +215,9 @@ class CosineDecaySchedule(Schedule):
         progress = min(_check_step(step), self.total_steps) / self.total_steps
         return self.alpha_min + (1.0 - self.alpha_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
+    def end_step(self) -> float:
+        return float(self.total_steps)
+
 
 @register_schedule("step")
 @dataclass(frozen=True)
@@ -238,6 +251,9 @@ class StepSchedule(Schedule):
     def alpha_low(self, step: float) -> float:
         t = _check_step(step)
         return self.values[bisect.bisect_right(self.boundaries, t)]
+
+    def end_step(self) -> float:
+        return float(self.boundaries[-1]) if self.boundaries else 0.0
 
 
 def build_schedule(config: Schedule | Mapping[str, Any] | Any | None = None, where: str = "schedule") -> Schedule:

@@ -1,10 +1,11 @@
 """Recipe configuration: YAML read into typed dataclasses, command-line flags overriding YAML.
 
 A recipe YAML is flat, as in TRL and open-r1: its keys are the fields of TRL's ``GRPOConfig``/``SFTConfig``, TRL's
-``ModelConfig`` (model path, dtype, LoRA), himed's ``DataArguments`` and, for GRPO, the reward block of DESIGN.md
-section 3 (``schedule``, ``rewards``, ``impute``), which is the same block that ``himed score --config`` reads.
-Unknown keys are errors (a key that silently does nothing is worse than a crash). The first line of every recipe
-YAML is the command that runs it.
+``ModelConfig`` (model path, dtype, LoRA), himed's ``DataArguments`` and, for GRPO, the reward block
+(``schedule``, ``rewards``, ``impute``; ``docs/rewards.md``), which is the same block that ``himed score --config``
+reads. Unknown keys are errors (a key that silently does nothing is worse than a crash). The first line of every
+recipe YAML is the command that runs it (``himed.trainers.validation`` reads it to know the stage). A pipeline YAML
+(``PipelineConfig``) chains stages; ``himed.trainers.pipeline`` runs it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 
 import yaml
 
+from himed.data.normalize import CLEAN_STYLES, DEFAULT_CLEAN_STYLE
 from himed.data.sections import DEFAULT_SECTIONS, validate_sections
+from himed.trainers.stages import STAGE_MODULES
 
 ON_BAD_ROWS = ("error", "skip")
 THINK_MODES = ("labels", "empty")
-SFT_STAGES = ("cold_start", "weighted", "observation", "hierarchical")
 
 
 @dataclass
@@ -50,15 +52,29 @@ class DataArguments:
         default="error",
         metadata={"help": "error: stop at the first bad row naming file and row; skip: count, log and drop it."},
     )
+    allow_remote_patient_data: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow report text, images or a model trained on them to leave the machine (remote loggers with "
+            "log_completions, push_to_hub, a completions hub repo). Off by default: they are patient data."
+        },
+    )
     check_images: bool = field(default=True, metadata={"help": "Open every image once while loading."})
     reports_csv: str | None = field(
         default=None, metadata={"help": "mimic_cxr_jpg only: the sectioned report CSV (findings/impression)."}
     )
 
     def __post_init__(self):
+        from himed.data.loaders import LOADERS, loader_options
+
         self.sections = list(validate_sections(self.sections))
         if self.on_bad_rows not in ON_BAD_ROWS:
             raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {self.on_bad_rows!r}")
+        if self.data_format not in LOADERS:
+            raise ValueError(f"data_format must be one of {', '.join(LOADERS)}, got {self.data_format!r}")
+        unsupported = sorted(set(self.loader_options()) - set(loader_options(self.data_format)))
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)}: not an option of data_format {self.data_format!r}")
 
     def loader_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"on_bad": self.on_bad_rows, "check_images": self.check_images}
@@ -69,13 +85,14 @@ class DataArguments:
 
 @dataclass
 class RewardArguments:
-    """The reward block of DESIGN.md section 3, plus what may leave the machine."""
+    """The reward block of a GRPO recipe (``docs/rewards.md``): a mapping/list from YAML, or a YAML/JSON string
+    given as a command-line flag."""
 
-    schedule: str | None = field(
+    schedule: dict[str, Any] | str | None = field(
         default=None,
         metadata={"help": "Weight schedule, e.g. {name: linear, total_steps: 10000, alpha_min: 0.1} (YAML or JSON)."},
     )
-    rewards: str | None = field(
+    rewards: list[dict[str, Any]] | str | None = field(
         default=None,
         metadata={"help": "Reward entries: [{name, kwargs, as, level, weight}, ...] (YAML list, or JSON on the CLI)."},
     )
@@ -83,18 +100,11 @@ class RewardArguments:
         default="group_mean",
         metadata={"help": "How a failed (None) reward component is filled per group: group_mean or zero."},
     )
-    circuit_breaker: str | None = field(
+    circuit_breaker: dict[str, Any] | str | None = field(
         default=None,
         metadata={
             "help": "When one component's persistent failures stop the run, e.g. {threshold: 0.5, patience: 3, "
             "action: stop} (the default; action warn logs once and trains on); docs/judges.md."
-        },
-    )
-    allow_remote_patient_data: bool = field(
-        default=False,
-        metadata={
-            "help": "Allow completions/images to reach remote loggers (report_to) or the hub. Off by default: "
-            "report text and images are patient data."
         },
     )
 
@@ -108,7 +118,7 @@ class RewardArguments:
             if value is not None:
                 block[name] = value
         if "rewards" not in block:
-            raise ValueError("a GRPO recipe needs a 'rewards' list (DESIGN.md section 3)")
+            raise ValueError("a GRPO recipe needs a 'rewards' list, e.g. rewards: [{name: token}, {name: format}]")
         return block
 
 
@@ -139,7 +149,10 @@ class SFTStageArguments:
     )
     observations: str = field(
         default="five",
-        metadata={"help": "observation stage only: five (DESIGN.md section 3) or all (the 14 CheXbert names)."},
+        metadata={
+            "help": "observation stage only: five (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural "
+            "Effusion) or all (the 14 CheXbert names)."
+        },
     )
     consistency_weight: float = field(
         default=0.0,
@@ -159,9 +172,10 @@ class SFTStageArguments:
 
     def __post_init__(self):
         from himed.clinical.observations import observation_set
+        from himed.trainers.sft import STAGES
 
-        if self.stage not in SFT_STAGES:
-            raise ValueError(f"stage must be one of {SFT_STAGES}, got {self.stage!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.think not in THINK_MODES:
             raise ValueError(f"think must be one of {THINK_MODES}, got {self.think!r}")
         if not self.positive_weight > 0:
@@ -201,11 +215,92 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     return tuple(parser.parse_args_and_config(args=list(args) if args is not None else None))
 
 
-def validate_recipe_file(path: str | Path, dataclass_types: Sequence[type]) -> tuple:
-    """Load a recipe YAML against ``dataclass_types`` without training (used by the recipe tests)."""
-    first_line_command(path)
-    return parse_recipe(dataclass_types, ["--config", str(path)])
+# -- pipeline YAML (himed pipeline FILE.yaml; himed.trainers.pipeline runs it) ----------------------------------------
 
 
-def field_names(dataclass_type: type) -> set[str]:
-    return {f.name for f in fields(dataclass_type)}
+def _from_mapping(cls, mapping: Any, where: str):
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**mapping)
+    except TypeError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+@dataclass
+class StageConfig:
+    name: str = field(metadata={"help": "Stage name; its output goes to output_dir/<name>."})
+    kind: str = field(metadata={"help": f"One of {sorted(STAGE_MODULES)}."})
+    recipe: str = field(metadata={"help": "The stage's recipe YAML."})
+    overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra --key value flags."})
+    evaluate: bool = field(default=True, metadata={"help": "Evaluate this stage's output."})
+    launcher: str | None = field(default=None, metadata={"help": "This stage's launcher (default: the pipeline's)."})
+
+    def __post_init__(self):
+        if self.kind not in STAGE_MODULES:
+            raise ValueError(f"stage {self.name!r}: kind must be one of {sorted(STAGE_MODULES)}, got {self.kind!r}")
+        if not Path(self.recipe).is_file():
+            raise FileNotFoundError(f"stage {self.name!r}: recipe {self.recipe} not found")
+
+    def flags(self, model_path: str, output_dir: str) -> list[str]:
+        """The flags the pipeline adds to the stage's recipe: the previous model, the output folder, ``overrides``."""
+        flags = ["--model_name_or_path", model_path, "--output_dir", output_dir]
+        for key, value in self.overrides.items():
+            flags += [f"--{key}", json.dumps(value) if isinstance(value, dict | list) else str(value)]
+        return flags
+
+
+@dataclass
+class EvaluationConfig:
+    data_path: str = field(metadata={"help": "Dataset for evaluation."})
+    data_format: str = field(default="r2gen", metadata={"help": "Loader name, as in recipes."})
+    split: str = field(default="test", metadata={"help": "Split to evaluate."})
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate the first N rows only."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Generation budget per report."})
+    batch_size: int = field(default=16, metadata={"help": "Generation batch size."})
+    clean: str = field(
+        default=DEFAULT_CLEAN_STYLE,
+        metadata={
+            "help": f"Text cleaning before the NLG metrics, as himed evaluate --clean: {', '.join(CLEAN_STYLES)}."
+        },
+    )
+    extra_args: list[str] = field(default_factory=list, metadata={"help": "More `himed evaluate` flags."})
+    rewards: str | None = field(
+        default=None,
+        metadata={"help": "A recipe (or score config) whose reward block also scores each stage's predictions."},
+    )
+
+    def __post_init__(self):
+        if self.clean not in CLEAN_STYLES:
+            raise ValueError(f"evaluate.clean must be one of {', '.join(CLEAN_STYLES)}, got {self.clean!r}")
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str = field(metadata={"help": "Root folder of the run."})
+    base_model: str = field(metadata={"help": "Model the first stage starts from."})
+    stages: list[StageConfig] = field(metadata={"help": "Training stages, in order."})
+    launcher: str = field(default="python", metadata={"help": "How stages are launched: python, or accelerate ..."})
+    prepare: list[list[str]] = field(default_factory=list, metadata={"help": "himed sub-commands to run first."})
+    evaluate: EvaluationConfig | None = field(default=None, metadata={"help": "Evaluation after each stage."})
+    evaluate_base: bool = field(default=True, metadata={"help": "Also evaluate the base model."})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PipelineConfig:
+        with open(path) as handle:
+            raw = yaml.safe_load(handle)
+        config = _from_mapping(cls, raw, str(path))
+        config.stages = [_from_mapping(StageConfig, s, f"{path}: stages[{i}]") for i, s in enumerate(config.stages)]
+        names = [stage.name for stage in config.stages]
+        if len(set(names)) != len(names) or "base" in names:
+            raise ValueError(f"{path}: stage names must be distinct and not 'base': {names}")
+        if config.evaluate is not None:
+            config.evaluate = _from_mapping(EvaluationConfig, config.evaluate, f"{path}: evaluate")
+        for i, step in enumerate(config.prepare):
+            if not isinstance(step, list) or not all(isinstance(arg, str) for arg in step):
+                raise ValueError(f"{path}: prepare[{i}] must be a list of strings (a himed sub-command)")
+        return config

@@ -6,7 +6,7 @@ What himed adds to TRL, and nothing else:
   becomes ``alpha_level(t) * w_i``, with ``t`` the trainer's global optimizer step when the completions are
   generated; TRL's weighted sum (``reward_weights``) then *is* the composite of eq. 8. ``schedule/alpha_low``,
   ``schedule/alpha_high`` and each ``rewards/<name>/weight`` are logged.
-- **Neutral imputation** of failed components (DESIGN.md section 3). TRL turns a ``None`` into NaN and ``nansum``
+- **Neutral imputation** of failed components (``docs/rewards.md``). TRL turns a ``None`` into NaN and ``nansum``
   then counts it as 0, which moves that completion's advantage. We impute on the tensor that
   ``_calculate_rewards`` returns, already gathered across processes, so every group is whole on every rank: a
   failed value takes its group's mean of that component (or 0 with ``impute: zero``); a group where every value
@@ -33,17 +33,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-from himed.rewards.composite import build_reward_functions, effective_weights, failure_rates, impute
-from himed.rewards.config import RewardsConfig
-from himed.rewards.schedules import build_schedule
+from himed.rewards.composite import CompositeReward
 from himed.trainers.circuit_breaker import (
     CircuitBreaker,
     RewardCircuitOpen,
@@ -51,71 +48,41 @@ from himed.trainers.circuit_breaker import (
     trip_message,
     unwatched_names,
 )
+from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
+from himed.trainers.stages import check_stage
 
 logger = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "himed_rewards.json"
-REMOTE_LOGGERS_SAFE = ("none", "tensorboard")  # tensorboard writes local files only
-
-
-def check_patient_data_policy(args: GRPOConfig, allow_remote_patient_data: bool) -> None:
-    """Refuse configurations that would send report text or images off the machine, unless explicitly allowed."""
-    if allow_remote_patient_data:
-        return
-    report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
-    remote = [name for name in report_to if name and name not in REMOTE_LOGGERS_SAFE]
-    problems = []
-    if remote and (getattr(args, "log_completions", False) or getattr(args, "log_multimodal", False)):
-        problems.append(f"log_completions/log_multimodal with report_to={remote} would upload reports and images")
-    if getattr(args, "log_completions_hub_repo", None):
-        problems.append("log_completions_hub_repo would push completions to the hub")
-    if getattr(args, "push_to_hub", False):
-        problems.append("push_to_hub would publish a model trained on patient data")
-    if problems:
-        raise ValueError(
-            "patient data would leave this machine: " + "; ".join(problems) + ". Set allow_remote_patient_data: true "
-            "in the recipe if your data governance allows it."
-        )
+# The dataclasses a GRPO recipe is parsed into (himed.trainers.stages: a stage module's interface).
+RECIPE_ARGUMENTS = (DataArguments, RewardArguments, GRPOConfig, ModelConfig)
 
 
 class HimedGRPOTrainer(GRPOTrainer):
-    """TRL's GRPOTrainer with scheduled hierarchical reward weights and neutral imputation (module docstring)."""
+    """TRL's GRPOTrainer with scheduled hierarchical reward weights and neutral imputation (module docstring).
 
-    def __init__(
-        self,
-        *args: Any,
-        rewards_config: RewardsConfig,
-        sections: Sequence[str],
-        grpo_args: GRPOConfig,
-        **kwargs: Any,
-    ):
-        self.rewards_config = rewards_config
-        self.reward_components = build_reward_functions(rewards_config, sections=sections)
-        self.schedule = build_schedule(rewards_config.schedule)
-        self.impute_mode = rewards_config.impute
-        self.circuit_breaker = CircuitBreaker(
-            rewards_config.circuit_breaker, self.component_names, unwatched=unwatched_names(self.reward_components)
-        )
-        grpo_args.reward_weights = list(effective_weights(self.reward_components, self.schedule, 0))
-        super().__init__(
-            *args, args=grpo_args, reward_funcs=[component.fn for component in self.reward_components], **kwargs
-        )
+    ``reward`` (a ``CompositeReward``) supplies TRL's ``reward_funcs`` and, every step, its ``reward_weights``; the
+    caller's ``args`` are not modified.
+    """
 
-    @property
-    def component_names(self) -> list[str]:
-        return [component.name for component in self.reward_components]
+    def __init__(self, *args: Any, reward: CompositeReward, **kwargs: Any):
+        self.reward = reward
+        breaker = reward.config.circuit_breaker if reward.config is not None else None
+        self.circuit_breaker = CircuitBreaker(breaker, reward.names, unwatched=unwatched_names(reward.components))
+        super().__init__(*args, reward_funcs=reward.functions, **kwargs)
+        self.reward_weights = torch.tensor(reward.weights(0), dtype=torch.float32)
 
     def _mode(self) -> str:
         return "train" if self.model.training else "eval"
 
     def apply_schedule(self, step: int, mode: str = "train") -> list[float]:
         """Set TRL's reward weights to alpha_level(step) * w_i and log the schedule (HiMed-RL eq. 8-10)."""
-        weights = list(effective_weights(self.reward_components, self.schedule, step))
+        weights = self.reward.weights(step)
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
-        alphas = self.schedule.alphas(step)
+        alphas = self.reward.schedule.alphas(step)
         self._metrics[mode]["schedule/alpha_low"].append(float(alphas["low"]))
         self._metrics[mode]["schedule/alpha_high"].append(float(alphas["high"]))
-        for name, weight in zip(self.component_names, weights, strict=True):
+        for name, weight in zip(self.reward.names, weights, strict=True):
             self._metrics[mode][f"rewards/{name}/weight"].append(float(weight))
         return weights
 
@@ -124,15 +91,21 @@ class HimedGRPOTrainer(GRPOTrainer):
         return super()._generate_and_score_completions(inputs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL's (completions x components) matrix, already gathered across processes: every group is whole here.
         gathered = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = self._mode()
-        group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        rates = failure_rates(gathered)
-        for name, rate in zip(self.component_names, rates, strict=True):
-            self._metrics[mode][f"rewards/{name}/failure_rate"].append(float(rate))
+        rates = self.record_failure_rates(gathered, mode)
         if mode == "train":
-            self.watch_failures(rates)
-        return impute(gathered, group_size=group_size, mode=self.impute_mode)
+            self.watch_failures([rates[name] for name in self.reward.names])
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        return self.reward.impute(gathered, group_size=group_size)
+
+    def record_failure_rates(self, gathered: torch.Tensor, mode: str) -> dict[str, float]:
+        """Log ``rewards/<name>/failure_rate`` for one gathered batch, before imputation hides the failures."""
+        rates = self.reward.failure_rates(gathered)
+        for name, rate in rates.items():
+            self._metrics[mode][f"rewards/{name}/failure_rate"].append(rate)
+        return rates
 
     def watch_failures(self, rates: Sequence[float]) -> None:
         """The circuit breaker's hook (``himed.trainers.circuit_breaker``): log ``rewards/<name>/breaker_open``; on
@@ -142,7 +115,7 @@ class HimedGRPOTrainer(GRPOTrainer):
             self._metrics["train"][f"rewards/{name}/breaker_open"].append(flag)
         config = self.circuit_breaker.config
         for trip in trips:
-            counters = component_counters(self.reward_components[self.component_names.index(trip.name)].fn)
+            counters = component_counters(self.reward.components[self.reward.names.index(trip.name)].fn)
             if config.action == "warn":
                 if trip.first_time:
                     logger.warning(trip_message(trip, config, counters, None))
@@ -157,16 +130,9 @@ class HimedGRPOTrainer(GRPOTrainer):
             raise RewardCircuitOpen(message, component=trip.name, checkpoint=checkpoint)
 
     def provenance(self) -> dict[str, Any]:
-        """What defines this run's reward, written next to every checkpoint."""
-        described = {}
-        for component in self.reward_components:
-            describe = getattr(component.fn, "describe", None)
-            if callable(describe):
-                described[component.name] = describe()
+        """What defines this run's reward, written next to every checkpoint (never raises on a describe())."""
         return {
-            "rewards": self.rewards_config.to_dict(),
-            "components": [{"name": c.name, "level": c.level, "weight": c.weight} for c in self.reward_components],
-            "descriptions": described,
+            **self.reward.provenance(),
             "global_step": self.state.global_step,
             "effective_weights": [float(w) for w in self.reward_weights],
         }
@@ -188,17 +154,19 @@ class HimedGRPOTrainer(GRPOTrainer):
             (folder / PROVENANCE_FILE).write_text(json.dumps(self.provenance(), indent=2, default=str))
 
 
-def resolve_resume(resume: str | None, output_dir: str) -> str | None:
-    """``last`` means the newest checkpoint in output_dir (None when there is none yet)."""
-    if resume in (None, "", "none", "false", "False"):
-        return None
-    if resume in ("last", "true", "True"):
-        from transformers.trainer_utils import get_last_checkpoint
+def validate(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> CompositeReward:
+    """Everything a parsed GRPO recipe can get wrong, checked before a model or dataset loads; returns the reward.
 
-        return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-    if not os.path.isdir(resume):
-        raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder at {resume}")
-    return resume
+    The dataclasses checked their own fields when parsed; here: the patient-data guard and the checks every stage
+    shares, then the reward block is built once (every reward's kwargs, a judge's keys, without contacting it).
+    """
+    check_stage(data_args, grpo_args, model_args)
+    if grpo_args.reward_weights is not None:
+        raise ValueError(
+            "reward_weights: himed sets TRL's reward weights from the schedule every step; give each reward entry a "
+            "'weight' instead"
+        )
+    return CompositeReward.from_config(reward_args.reward_block(), sections=data_args.sections, where="recipe")
 
 
 def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> HimedGRPOTrainer:
@@ -206,10 +174,9 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
     from trl import get_peft_config
 
     from himed.data.examples import grpo_dataset
-    from himed.trainers.stages import load_stage_model, load_stage_rows, save_stage_output
+    from himed.trainers.stages import load_stage_model, load_stage_rows, resolve_resume, save_stage_output
 
-    check_patient_data_policy(grpo_args, reward_args.allow_remote_patient_data)
-    rewards_config = RewardsConfig.from_dict(reward_args.reward_block(), where="recipe reward block")
+    reward = validate(data_args, reward_args, grpo_args, model_args)  # before anything heavy loads
     model, processor = load_stage_model(model_args)
     train_rows, eval_rows = load_stage_rows(data_args)
     prompt_options = {
@@ -220,12 +187,11 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
     trainer = HimedGRPOTrainer(
         model=model,
         processing_class=processor,
+        args=grpo_args,
         train_dataset=grpo_dataset(train_rows, **prompt_options),
         eval_dataset=grpo_dataset(eval_rows, **prompt_options) if eval_rows else None,
         peft_config=get_peft_config(model_args),
-        rewards_config=rewards_config,
-        sections=data_args.sections,
-        grpo_args=grpo_args,
+        reward=reward,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(grpo_args.resume_from_checkpoint, grpo_args.output_dir))
     save_stage_output(trainer, processor, grpo_args.output_dir)
@@ -234,14 +200,7 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
 
 def main(argv: Sequence[str] | None = None) -> HimedGRPOTrainer:
     """Entry point of ``recipes/himed_grpo.py``: ``--config FILE`` plus flag overrides."""
-    from trl import ModelConfig
-
-    from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
-
-    data_args, reward_args, grpo_args, model_args = parse_recipe(
-        [DataArguments, RewardArguments, GRPOConfig, ModelConfig], argv
-    )
-    return run_grpo(data_args, reward_args, grpo_args, model_args)
+    return run_grpo(*parse_recipe(RECIPE_ARGUMENTS, argv))
 
 
 if __name__ == "__main__":

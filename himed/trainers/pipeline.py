@@ -14,17 +14,22 @@ A pipeline YAML::
       - {name: sft, kind: sft, recipe: recipes/quickstart/sft.yaml}
       - {name: grpo, kind: grpo, recipe: recipes/quickstart/grpo.yaml, overrides: {max_steps: 100}}
 
-Each stage runs as its own process (``launcher`` + the stage's module + ``--config recipe``), with
+The pipeline YAML is read into ``himed.trainers.config.PipelineConfig``. Before anything runs, every stage's recipe
+is validated as the stage will run it (``himed.trainers.validation``) and every preparation step is parsed, so a
+typo in the last stage's reward block fails in seconds, not after the first stage has trained. Each stage runs as
+its own process (``launcher`` + the stage's module + ``--config recipe``), with
 ``--model_name_or_path`` set to the previous stage's output (the base model for the first) and ``--output_dir`` set
 to ``output_dir/<name>``; ``overrides`` become more flags. A stage whose output holds ``stage_complete.json`` is not
 run again, so an interrupted pipeline resumes where it stopped. After the base model and after each stage the
 policy is evaluated (``himed evaluate --model``) into ``output_dir/<name>/eval``, and ``output_dir/comparison.md``
 puts the runs side by side (base -> SFT -> RL, as HiMed-RL's fig. 4). Relative paths are relative to the directory
-the command runs in.
+the command runs in. Preparation steps and evaluations are ``himed`` sub-commands of the data, model and metrics
+areas, run in this process by calling their handlers (not through ``himed.cli``).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -32,89 +37,47 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
+from himed.trainers.config import EvaluationConfig, PipelineConfig, StageConfig
+from himed.trainers.stages import STAGE_MODULES
+from himed.trainers.validation import validate_pipeline
+
+__all__ = ["EvaluationConfig", "PipelineConfig", "StageConfig", "run_pipeline", "stage_command"]
 
 logger = logging.getLogger(__name__)
 
-# Stage kind -> the module whose main() trains it (run with `python -m` or `accelerate launch -m`).
-STAGE_MODULES = {"sft": "himed.trainers.sft", "grpo": "himed.trainers.grpo"}
 COMPLETE_MARKER = "stage_complete.json"
 
 
-def _from_mapping(cls, mapping: Any, where: str):
-    if not isinstance(mapping, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(mapping).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    try:
-        return cls(**mapping)
-    except TypeError as error:
-        raise ValueError(f"{where}: {error}") from None
+class _CommandParser(argparse.ArgumentParser):
+    """An argument parser whose errors raise ValueError (naming the step) instead of exiting the process."""
+
+    def error(self, message: str):
+        raise ValueError(f"{self.prog}: {message}")
 
 
-@dataclass
-class StageConfig:
-    name: str = field(metadata={"help": "Stage name; its output goes to output_dir/<name>."})
-    kind: str = field(metadata={"help": f"One of {sorted(STAGE_MODULES)}."})
-    recipe: str = field(metadata={"help": "The stage's recipe YAML."})
-    overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra --key value flags."})
-    evaluate: bool = field(default=True, metadata={"help": "Evaluate this stage's output."})
-    launcher: str | None = field(default=None, metadata={"help": "This stage's launcher (default: the pipeline's)."})
+def himed_commands() -> argparse.ArgumentParser:
+    """A parser of the ``himed`` sub-commands a pipeline runs: data and model preparation, evaluation."""
+    from himed.data import commands as data_commands
+    from himed.metrics import commands as metrics_commands
+    from himed.models import commands as model_commands
 
-    def __post_init__(self):
-        if self.kind not in STAGE_MODULES:
-            raise ValueError(f"stage {self.name!r}: kind must be one of {sorted(STAGE_MODULES)}, got {self.kind!r}")
-        if not Path(self.recipe).is_file():
-            raise FileNotFoundError(f"stage {self.name!r}: recipe {self.recipe} not found")
+    parser = _CommandParser(prog="himed")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (data_commands, model_commands, metrics_commands):
+        module.add_commands(subparsers)
+    return parser
 
 
-@dataclass
-class EvaluationConfig:
-    data_path: str = field(metadata={"help": "Dataset for evaluation."})
-    data_format: str = field(default="r2gen", metadata={"help": "Loader name, as in recipes."})
-    split: str = field(default="test", metadata={"help": "Split to evaluate."})
-    max_samples: int | None = field(default=None, metadata={"help": "Evaluate the first N rows only."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Generation budget per report."})
-    batch_size: int = field(default=16, metadata={"help": "Generation batch size."})
-    clean: str = field(default="none", metadata={"help": "Text normalisation: mimic_cxr, iu_xray or none."})
-    extra_args: list[str] = field(default_factory=list, metadata={"help": "More `himed evaluate` flags."})
-    rewards: str | None = field(
-        default=None,
-        metadata={"help": "A recipe (or score config) whose reward block also scores each stage's predictions."},
-    )
-
-
-@dataclass
-class PipelineConfig:
-    output_dir: str = field(metadata={"help": "Root folder of the run."})
-    base_model: str = field(metadata={"help": "Model the first stage starts from."})
-    stages: list[StageConfig] = field(metadata={"help": "Training stages, in order."})
-    launcher: str = field(default="python", metadata={"help": "How stages are launched: python, or accelerate ..."})
-    prepare: list[list[str]] = field(default_factory=list, metadata={"help": "himed sub-commands to run first."})
-    evaluate: EvaluationConfig | None = field(default=None, metadata={"help": "Evaluation after each stage."})
-    evaluate_base: bool = field(default=True, metadata={"help": "Also evaluate the base model."})
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> PipelineConfig:
-        with open(path) as handle:
-            raw = yaml.safe_load(handle)
-        config = _from_mapping(cls, raw, str(path))
-        config.stages = [_from_mapping(StageConfig, s, f"{path}: stages[{i}]") for i, s in enumerate(config.stages)]
-        names = [stage.name for stage in config.stages]
-        if len(set(names)) != len(names) or "base" in names:
-            raise ValueError(f"{path}: stage names must be distinct and not 'base': {names}")
-        if config.evaluate is not None:
-            config.evaluate = _from_mapping(EvaluationConfig, config.evaluate, f"{path}: evaluate")
-        for i, step in enumerate(config.prepare):
-            if not isinstance(step, list) or not all(isinstance(arg, str) for arg in step):
-                raise ValueError(f"{path}: prepare[{i}] must be a list of strings (a himed sub-command)")
-        return config
+def run_himed_command(args: list[str], parser: argparse.ArgumentParser | None = None) -> None:
+    """Run ``himed ARGS`` in this process by calling the sub-command's handler; a non-zero exit code raises."""
+    parsed = (parser or himed_commands()).parse_args(args)
+    code = parsed.handler(parsed)
+    if code:
+        raise RuntimeError(f"`himed {shlex.join(args)}` failed with exit code {code}")
 
 
 def stage_command(config: PipelineConfig, stage: StageConfig, model_path: str, output_dir: Path) -> list[str]:
@@ -122,11 +85,14 @@ def stage_command(config: PipelineConfig, stage: StageConfig, model_path: str, o
     launcher = shlex.split(stage.launcher or config.launcher)
     if launcher in (["python"], ["python3"]):
         launcher = [sys.executable]
-    command = [*launcher, "-m", STAGE_MODULES[stage.kind], "--config", stage.recipe]
-    command += ["--model_name_or_path", model_path, "--output_dir", str(output_dir)]
-    for key, value in stage.overrides.items():
-        command += [f"--{key}", json.dumps(value) if isinstance(value, dict | list) else str(value)]
-    return command
+    return [
+        *launcher,
+        "-m",
+        STAGE_MODULES[stage.kind],
+        "--config",
+        stage.recipe,
+        *stage.flags(model_path, str(output_dir)),
+    ]
 
 
 def _prepare_marker(config: PipelineConfig, step: list[str]) -> Path:
@@ -134,58 +100,72 @@ def _prepare_marker(config: PipelineConfig, step: list[str]) -> Path:
     return Path(config.output_dir) / ".prepared" / f"{digest}.json"
 
 
-def run_prepare(config: PipelineConfig) -> None:
+def run_prepare(config: PipelineConfig, parser: argparse.ArgumentParser) -> None:
     """Run each preparation command once: a marker written after it succeeds makes later runs skip it."""
-    from himed.cli import main as himed_main
-
     for step in config.prepare:
         marker = _prepare_marker(config, step)
         if marker.is_file():
             logger.info("prepare: `himed %s` already done, skipping", " ".join(step))
             continue
         logger.info("prepare: himed %s", " ".join(step))
-        code = himed_main(step)
-        if code:
-            raise RuntimeError(f"prepare step `himed {' '.join(step)}` failed with exit code {code}")
+        run_himed_command(step, parser)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"command": step}))
 
 
-def run_evaluation(config: PipelineConfig, model_path: str, out_dir: Path) -> Path | None:
-    if config.evaluate is None:
-        return None
-    evaluation = config.evaluate
-    metrics_path = out_dir / "metrics.json"
-    if metrics_path.is_file():
-        if evaluation.rewards and not (out_dir / "rewards.json").is_file():
-            add_reward_summary(evaluation, out_dir)
-        return metrics_path
-    from himed.cli import main as himed_main
-
+def evaluation_args(evaluation: EvaluationConfig, model_path: str, out_dir: Path) -> list[str]:
+    """``himed evaluate --model ...`` for one policy, as the pipeline's evaluate block configures it."""
     args = ["evaluate", "--model", model_path, "--data", evaluation.data_path, "--data-format", evaluation.data_format]
     args += ["--split", evaluation.split, "--out-dir", str(out_dir), "--clean", evaluation.clean]
     args += ["--max-new-tokens", str(evaluation.max_new_tokens), "--batch-size", str(evaluation.batch_size)]
     if evaluation.max_samples is not None:
         args += ["--limit", str(evaluation.max_samples)]
-    args += evaluation.extra_args
-    code = himed_main(args)
-    if code:
-        raise RuntimeError(f"`himed {' '.join(args)}` failed with exit code {code}")
-    if evaluation.rewards:
-        add_reward_summary(evaluation, out_dir)
+    return args + evaluation.extra_args
+
+
+def run_evaluation(
+    config: PipelineConfig, model_path: str, out_dir: Path, parser: argparse.ArgumentParser, reward=None
+) -> Path | None:
+    """Evaluate one policy into out_dir (unless done before) and add the reward summary when configured."""
+    if config.evaluate is None:
+        return None
+    evaluation = config.evaluate
+    metrics_path = out_dir / "metrics.json"
+    evaluated_before = metrics_path.is_file()
+    if not evaluated_before:
+        run_himed_command(evaluation_args(evaluation, model_path, out_dir), parser)
+    if evaluation.rewards and not (evaluated_before and (out_dir / "rewards.json").is_file()):
+        add_reward_summary(evaluation, out_dir, reward)
     return metrics_path
 
 
-def add_reward_summary(evaluation: EvaluationConfig, out_dir: Path) -> dict[str, float]:
-    """Score the stage's predictions with the reward block and add the summary to its metrics.json."""
-    from himed.data.loaders import load_rows
-    from himed.trainers.evaluation_rewards import reward_block_from_recipe, score_predictions
+def check_pipeline(config: PipelineConfig, parser: argparse.ArgumentParser):
+    """Everything checkable before the first step runs: each preparation step and the evaluation parse, each
+    stage's recipe validates as it will run (himed.trainers.validation). Returns the reward summary's composite
+    (built once here), or None."""
+    for step in config.prepare:
+        parser.parse_args(step)
+    validate_pipeline(config)
+    if config.evaluate is None:
+        return None
+    parser.parse_args(evaluation_args(config.evaluate, config.base_model, Path(config.output_dir) / "base"))
+    if not config.evaluate.rewards:
+        return None
+    from himed.rewards.summary import reward_from_recipe
 
+    return reward_from_recipe(config.evaluate.rewards)
+
+
+def add_reward_summary(evaluation: EvaluationConfig, out_dir: Path, reward=None) -> dict[str, float]:
+    """Score the stage's predictions with the reward (default: built from ``evaluation.rewards``, a recipe, with
+    its sections) and add the summary to its metrics.json."""
+    from himed.data.loaders import load_rows
+    from himed.rewards.summary import reward_from_recipe, score_predictions
+
+    reward = reward or reward_from_recipe(evaluation.rewards)
     predictions = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines() if line]
     rows = load_rows(evaluation.data_format, evaluation.data_path, evaluation.split, check_images=False)
-    summary = score_predictions(
-        predictions, {row["id"]: row for row in rows}, reward_block_from_recipe(evaluation.rewards)
-    )
+    summary = score_predictions(predictions, {row["id"]: row for row in rows}, reward)
     metrics_path = out_dir / "metrics.json"
     result = json.loads(metrics_path.read_text())
     result["metrics"].update(summary)
@@ -196,14 +176,16 @@ def add_reward_summary(evaluation: EvaluationConfig, out_dir: Path) -> dict[str,
 
 
 def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    parser = himed_commands()
+    reward = check_pipeline(config, parser)
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    run_prepare(config)
+    run_prepare(config, parser)
     evaluations: dict[str, Path] = {}
     timings: dict[str, float] = {}
     if config.evaluate_base and config.evaluate is not None:
         started = time.perf_counter()
-        evaluations["base"] = run_evaluation(config, config.base_model, root / "base" / "eval")
+        evaluations["base"] = run_evaluation(config, config.base_model, root / "base" / "eval", parser, reward)
         timings["base/eval"] = time.perf_counter() - started
     model_path = config.base_model
     for stage in config.stages:
@@ -225,7 +207,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
         model_path = str(output_dir)
         if stage.evaluate and config.evaluate is not None:
             started = time.perf_counter()
-            evaluations[stage.name] = run_evaluation(config, model_path, output_dir / "eval")
+            evaluations[stage.name] = run_evaluation(config, model_path, output_dir / "eval", parser, reward)
             timings[f"{stage.name}/eval"] = time.perf_counter() - started
     summary: dict[str, Any] = {"final_model": model_path, "timings_s": timings}
     if evaluations:

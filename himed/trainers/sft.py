@@ -25,7 +25,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from trl import SFTConfig, SFTTrainer
+from trl import ModelConfig, SFTConfig, SFTTrainer
+
+from himed.trainers.config import DataArguments, SFTStageArguments, parse_recipe
+from himed.trainers.stages import check_stage
 
 logger = logging.getLogger(__name__)
 
@@ -87,22 +90,35 @@ def hierarchical_stage(train_rows, eval_rows, data_args, stage_args, **trainer_k
     )
 
 
-# stage name (SFTStageArguments.stage) -> builder of its trainer; a new stage adds one entry here.
+# stage name (SFTStageArguments.stage) -> builder of its trainer; a new stage adds one entry here (the stage names
+# SFTStageArguments accepts are these keys).
 STAGES = {
     "cold_start": cold_start_stage,
     "weighted": weighted_stage,
     "observation": observation_stage,
     "hierarchical": hierarchical_stage,
 }
+# The dataclasses an SFT recipe is parsed into (himed.trainers.stages: a stage module's interface).
+RECIPE_ARGUMENTS = (DataArguments, SFTStageArguments, SFTConfig, ModelConfig)
+
+
+def validate(data_args, stage_args, sft_args: SFTConfig, model_args) -> None:
+    """Everything a parsed SFT recipe can get wrong, checked before a model or dataset loads (the dataclasses
+    checked their own fields when parsed): the patient-data guard, the shared checks, the stage's own needs."""
+    check_stage(data_args, sft_args, model_args)
+    if stage_args.stage == "hierarchical":
+        from himed.data.prompts import hierarchical_sections
+
+        hierarchical_sections(data_args.sections)  # the impression turn needs the impression section
 
 
 def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTrainer:
     """Build model and data from a parsed recipe, train the configured stage, and save the policy and processor."""
     from trl import get_peft_config
 
-    from himed.trainers.grpo import resolve_resume
-    from himed.trainers.stages import load_stage_model, load_stage_rows, save_stage_output
+    from himed.trainers.stages import load_stage_model, load_stage_rows, resolve_resume, save_stage_output
 
+    validate(data_args, stage_args, sft_args, model_args)  # before anything heavy loads
     model, processor = load_stage_model(model_args)
     train_rows, eval_rows = load_stage_rows(data_args)
     trainer = STAGES[stage_args.stage](
@@ -122,14 +138,7 @@ def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTraine
 
 def main(argv: Sequence[str] | None = None) -> SFTTrainer:
     """Entry point of ``recipes/sft.py``: ``--config FILE`` plus flag overrides."""
-    from trl import ModelConfig
-
-    from himed.trainers.config import DataArguments, SFTStageArguments, parse_recipe
-
-    data_args, stage_args, sft_args, model_args = parse_recipe(
-        [DataArguments, SFTStageArguments, SFTConfig, ModelConfig], argv
-    )
-    return run_sft(data_args, stage_args, sft_args, model_args)
+    return run_sft(*parse_recipe(RECIPE_ARGUMENTS, argv))
 
 
 if __name__ == "__main__":

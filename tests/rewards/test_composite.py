@@ -8,23 +8,23 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from himed.rewards.composite import (
-    RewardComponent,
-    build_reward_functions,
-    describe_component,
-    effective_weights,
-    failure_rates,
-    impute,
-    total,
-)
+from himed.rewards.composite import CompositeReward, RewardComponent, failure_rates, impute, total
 from himed.rewards.config import RewardsConfig
 from himed.rewards.schedules import build_schedule
 
 GOOD = "<think>t</think><finding>The heart is enlarged.</finding><impression>Cardiomegaly.</impression>"
 
 
+def build_reward_functions(config, sections=None):
+    return CompositeReward.from_config(config, sections=sections).components
+
+
+def effective_weights(components, schedule, step):
+    return CompositeReward(components, build_schedule(schedule)).weights(step)
+
+
 def naive_impute(matrix, group_size, mode):
-    """The definition of DESIGN.md section 3, one value at a time."""
+    """The definition of docs/rewards.md (imputation), one value at a time."""
     out = [list(row) for row in matrix]
     n, k = len(matrix), len(matrix[0]) if matrix else 0
     for start in range(0, n, group_size):
@@ -185,8 +185,8 @@ def test_build_reward_functions_names_levels_weights_and_sections(user_rewards):
     assert components[1].fn(["abc"]) == [6.0]
     assert components[2].fn(["abc"]) == [2.0]  # the recipe's sections reached the function
     assert components[3].score_completions(["a", "b"]) == [{"value": 0.3}, {"value": 0.3}]
-    assert describe_component(components[3]) == {"calls": 1}
-    assert describe_component(components[0]) == {}
+    assert components[3].describe() == {"calls": 1}
+    assert components[0].describe() == {}
 
 
 def test_entry_kwargs_sections_win_over_the_recipe():

@@ -22,3 +22,17 @@ def record_ids(completions, id, trainer_state, **kwargs):
     with open(os.environ["HIMED_TEST_ID_LOG"], "a") as handle:
         handle.write(json.dumps({"step": trainer_state.global_step, "ids": list(id)}) + "\n")
     return [0.0 for _ in completions]
+
+
+class BrokenDescribe:
+    """Scores 0 and raises from describe(): a checkpoint's provenance must record the error, not crash the save."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, completions, **kwargs):
+        self.calls += 1
+        return [0.0 for _ in completions]
+
+    def describe(self):
+        raise RuntimeError("describe is broken")

@@ -62,7 +62,7 @@ def test_disabled_breaker_never_opens_and_rates_must_match_components():
 
 
 def test_ignored_and_not_applicable_components_are_not_watched():
-    from himed.rewards.composite import build_reward_functions
+    from himed.rewards.composite import CompositeReward
 
     config = RewardsConfig.from_dict(
         {
@@ -70,7 +70,7 @@ def test_ignored_and_not_applicable_components_are_not_watched():
             "circuit_breaker": {"patience": 1, "ignore": ["token"]},
         }
     )
-    components = build_reward_functions(config)
+    components = CompositeReward.from_config(config).components
     # consistency's None means "no sections to compare" (already scored by format), not a failure.
     assert unwatched_names(components) == ["consistency"]
     breaker = CircuitBreaker(config.circuit_breaker, config.names, unwatched=unwatched_names(components))
@@ -239,3 +239,16 @@ def test_warn_action_warns_once_and_finishes(tmp_path, tiny_model_dir, demo_dir,
     opened = [entry["rewards/semantic/breaker_open"] for entry in logs]
     assert opened == [0.0] * (DIES_AT_STEP + PATIENCE - 1) + [1.0] * (max_steps - DIES_AT_STEP - PATIENCE + 1)
     assert (tmp_path / "grpo" / "model.safetensors").is_file()
+
+
+def test_a_bad_block_fails_recipe_validation_before_anything_loads(tmp_path):
+    from trl import GRPOConfig, ModelConfig
+
+    from himed.trainers.config import DataArguments, RewardArguments
+    from himed.trainers.grpo import validate
+
+    # Neither the model folder nor the data exist: validation must fail on the block before looking for them.
+    reward = RewardArguments(rewards=[{"name": "format"}], circuit_breaker={"treshold": 0.5})
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    with pytest.raises(ValueError, match="circuit_breaker: unknown key 'treshold'"):
+        validate(DataArguments(data_path=str(tmp_path / "no-data")), reward, args, ModelConfig("no-model"))

@@ -1,5 +1,6 @@
 """GRPO on CPU with the tiny model: all CPU rewards + the offline judge, scheduled weights, imputation, LoRA."""
 
+import json
 import math
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from trl import GRPOConfig, ModelConfig
 
 from himed.rewards.schedules import build_schedule
 from himed.trainers.config import DataArguments, RewardArguments
-from himed.trainers.grpo import PROVENANCE_FILE, check_patient_data_policy, run_grpo
+from himed.trainers.grpo import PROVENANCE_FILE, run_grpo
+from himed.trainers.stages import check_patient_data_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULE = {"name": "linear", "total_steps": 4, "alpha_min": 0.1}
@@ -82,9 +84,12 @@ def test_grpo_trains_with_scheduled_weights_and_imputation(tmp_path, tiny_model_
     assert (tmp_path / "grpo" / "model.safetensors").is_file()
 
 
-def test_grpo_with_lora_saves_adapter_and_merged_model(tmp_path, tiny_model_dir, demo_dir):
+def test_grpo_with_lora_saves_adapter_and_merged_model(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    # A reward whose describe() raises must not crash the save (bug: provenance() called describe() unguarded).
+    broken = {"name": "tests.trainers.flaky_rewards:BrokenDescribe", "as": "broken", "weight": 0.0}
     data, reward, grpo, model = make_args(
-        tmp_path, tiny_model_dir, demo_dir, [{"name": "format"}, {"name": "token"}], max_steps=2
+        tmp_path, tiny_model_dir, demo_dir, [{"name": "format"}, {"name": "token"}, broken], max_steps=2
     )
     model.use_peft = True
     model.lora_r = 4
@@ -99,6 +104,8 @@ def test_grpo_with_lora_saves_adapter_and_merged_model(tmp_path, tiny_model_dir,
     merged = load_file(str(output / "model.safetensors"))
     assert not any("lora" in name for name in merged)
     assert changed_parameters_in(merged, tiny_model_dir) > 0
+    provenance = json.loads((output / "adapter" / PROVENANCE_FILE).read_text())
+    assert "describe is broken" in provenance["descriptions"]["broken"]["describe_error"]
 
 
 def changed_parameters_in(state, tiny_model_dir) -> int:

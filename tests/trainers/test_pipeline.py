@@ -7,7 +7,15 @@ import pytest
 import yaml
 
 from himed.cli import main as himed_main
-from himed.trainers.pipeline import COMPLETE_MARKER, PipelineConfig, stage_command
+from himed.data.loaders import load_rows
+from himed.data.sections import render_target
+from himed.trainers.pipeline import (
+    COMPLETE_MARKER,
+    EvaluationConfig,
+    PipelineConfig,
+    add_reward_summary,
+    stage_command,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +46,32 @@ def test_stage_command_chains_models(tmp_path):
     assert command[command.index("--model_name_or_path") + 1] == "prev/model"
     assert command[command.index("--max_steps") + 1] == "3"
     assert json.loads(command[command.index("--sections") + 1]) == ["think", "finding"]
+
+
+def test_reward_summary_uses_the_recipe_sections(tmp_path, demo_dir):
+    """Bug: the summary scored a findings-only recipe's predictions against the three-section format."""
+    recipe = tmp_path / "findings_only.yaml"
+    block = {"sections": ["think", "finding"], "rewards": [{"name": "format"}, {"name": "token"}]}
+    recipe.write_text("# python recipes/himed_grpo.py --config findings_only.yaml\n" + yaml.safe_dump(block))
+    rows = load_rows("r2gen", demo_dir, "test")[:6]
+    out_dir = tmp_path / "eval"
+    out_dir.mkdir()
+    predictions = [
+        {"id": row["id"], "prediction": render_target(row["findings"], sections=("think", "finding"))} for row in rows
+    ]
+    (out_dir / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    (out_dir / "metrics.json").write_text(json.dumps({"metrics": {}, "config": {}, "n": len(rows)}))
+    summary = add_reward_summary(EvaluationConfig(data_path=str(demo_dir), rewards=str(recipe)), out_dir)
+    assert summary["reward/format"] == 1.0  # a strict parse against [think, finding]
+    assert json.loads((out_dir / "metrics.json").read_text())["metrics"]["reward/format"] == 1.0
+
+
+def test_evaluation_clean_default_is_the_evaluate_command_default():
+    """Bug: the pipeline's evaluation cleaned with `none` by default, `himed evaluate` with `mimic_cxr`."""
+    from himed.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "--predictions", "p.jsonl", "--out-dir", "out"])
+    assert EvaluationConfig(data_path="unused").clean == args.clean
 
 
 @pytest.mark.slow

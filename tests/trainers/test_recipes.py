@@ -6,7 +6,7 @@ import pytest
 import yaml
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
-from himed.rewards.composite import build_reward_functions
+from himed.rewards.composite import CompositeReward
 from himed.rewards.config import RewardsConfig
 from himed.trainers.config import (
     DataArguments,
@@ -50,7 +50,7 @@ def test_recipe_validates(path, monkeypatch):
             [DataArguments, RewardArguments, GRPOConfig, ModelConfig], ["--config", str(path), *CPU_OVERRIDES]
         )
         config = RewardsConfig.from_dict(rewards.reward_block(), where=str(path))
-        components = build_reward_functions(config, sections=data.sections)
+        components = CompositeReward.from_config(config, sections=data.sections).components
         assert [c.name for c in components] == config.names
         assert grpo.report_to in ([], ["none"], "none")
     else:

@@ -6,7 +6,7 @@ import pytest
 
 from himed.data.loaders import load_rows
 from himed.data.sections import render_target
-from himed.trainers.evaluation_rewards import reward_block_from_recipe, score_predictions
+from himed.rewards.summary import reward_block_from_recipe, score_predictions
 
 BLOCK = {
     "schedule": {"name": "linear", "total_steps": 10, "alpha_min": 0.2},
@@ -42,3 +42,18 @@ def test_reward_block_from_recipe(tmp_path):
     path.write_text("learning_rate: 1\n")
     with pytest.raises(ValueError, match="no 'rewards'"):
         reward_block_from_recipe(path)
+
+
+def test_reward_total_end_is_at_the_end_of_a_step_schedule(demo_dir):
+    """Bug: reward_total_end was taken at step 0 for schedules without total_steps (step, constant)."""
+    rows = load_rows("r2gen", demo_dir, "test")
+    by_id = {row["id"]: row for row in rows}
+    perfect = [{"id": r["id"], "prediction": render_target(r["findings"], r["impression"])} for r in rows]
+    block = {
+        "schedule": {"name": "step", "boundaries": [5, 9], "values": [1.0, 0.5, 0.25]},
+        "rewards": [{"name": "format"}, {"name": "semantic", "kwargs": {"judge": "labeler"}}],
+    }
+    summary = score_predictions(perfect, by_id, block)
+    assert summary["reward_total_start"] == pytest.approx(1.0)  # alpha_low = 1: format only
+    assert summary["reward_total_end"] == pytest.approx(0.25 * 1.0 + 0.75 * summary["reward/semantic"])
+    assert summary["reward/semantic"] > 1.0  # so that the two ends differ
