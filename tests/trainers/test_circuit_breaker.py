@@ -165,8 +165,10 @@ def dying_judge(monkeypatch):
     monkeypatch.setenv("HIMED_TEST_BREAKER_KEY", "sk-breaker-test-0000")
     original = HimedGRPOTrainer.apply_schedule
 
+    server.dies = True
+
     def apply_schedule(trainer, step, mode="train"):
-        if step >= DIES_AT_STEP:
+        if server.dies and step >= DIES_AT_STEP:
             server.default_mode = "500"
         return original(trainer, step, mode)
 
@@ -224,6 +226,14 @@ def test_dead_judge_stops_the_run_with_a_checkpoint_naming_the_component(
     assert last["rewards/semantic/breaker_open"] == 1.0 and last["rewards/format/breaker_open"] == 0.0
     assert last["rewards/semantic/failure_rate"] > 0.5
     assert not (tmp_path / "grpo" / "model.safetensors").exists()  # the run did not go on to save a final model
+
+    # The judge comes back: the run resumes from the breaker's checkpoint and finishes.
+    dying_judge.dies, dying_judge.default_mode = False, "good"
+    data, reward, grpo, model = _breaker_args(tmp_path, tiny_model_dir, demo_dir, dying_judge, "stop", stop_step + 2)
+    grpo.resume_from_checkpoint = "last"
+    resumed = run_grpo(data, reward, grpo, model)
+    steps = [entry["step"] for entry in resumed.state.log_history if "loss" in entry]
+    assert steps[-2:] == [stop_step + 1, stop_step + 2] and (tmp_path / "grpo" / "model.safetensors").is_file()
 
 
 def test_warn_action_warns_once_and_finishes(tmp_path, tiny_model_dir, demo_dir, dying_judge, caplog):
