@@ -77,9 +77,11 @@ def locate_section(tokenizer, row_ids: Sequence[int], allowed: Sequence[bool], a
     piece, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
     if span is None or not piece:
         return []
-    row_ids = list(row_ids)
-    for start in range(len(row_ids) - len(piece) + 1):
-        if row_ids[start : start + len(piece)] == piece and all(allowed[start : start + len(piece)]):
+    row_ids, first, size = list(row_ids), piece[0], len(piece)
+    for start in range(len(row_ids) - size + 1):
+        if row_ids[start] != first:
+            continue
+        if row_ids[start : start + size] == piece and all(allowed[start : start + size]):
             return [start + k for k, (a, b) in enumerate(offsets) if a < span[1] and b > span[0]]
     return []
 
