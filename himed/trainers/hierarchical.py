@@ -69,13 +69,17 @@ def hierarchical_pair(example: dict) -> tuple[str, str] | None:
 def locate_section(tokenizer, row_ids: Sequence[int], allowed: Sequence[bool], answer: str, name: str) -> list[int]:
     """Positions in ``row_ids`` of the tokens of ``answer``'s ``<name>`` text, searched where ``allowed``; [] if absent.
 
-    ``answer`` is tokenized alone: in a chat template it sits between a line break and ``<|im_end|>``, boundaries that
-    a byte-level BPE does not merge across, so its tokens appear as such in the row (checked by the tests).
+    ``answer`` is tokenized alone from the section's opening tag on (a chat template may drop an earlier turn's
+    ``<think>`` block, as Qwen3's does): in the row that text follows a line break and ends at ``<|im_end|>``,
+    boundaries that a byte-level BPE does not merge across, so its tokens appear as such (checked by the tests).
     """
+    if section_span(answer, name) is None:
+        return []
+    answer = answer[answer.index(f"<{name}>") :]
     span = section_span(answer, name)
     encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
     piece, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
-    if span is None or not piece:
+    if not piece:
         return []
     row_ids, first, size = list(row_ids), piece[0], len(piece)
     for start in range(len(row_ids) - size + 1):

@@ -39,17 +39,17 @@ ROWS = [
         "views": ["PA"],
         "findings": findings,
         "impression": impression,
-        "labels": {},
+        "labels": {"Cardiomegaly": 1} if i == 0 else {},  # a <think> rationale to skip with think: labels
     }
     for i, (findings, impression) in enumerate(STUDIES)
 ]
 
 
-def make_trainer(tiny_model_dir, output_dir, weight=1.0, rows=ROWS, **overrides):
+def make_trainer(tiny_model_dir, output_dir, weight=1.0, think="empty", **overrides):
     return HierarchicalSFTTrainer(
         model=load_policy(tiny_model_dir),
         args=sft_args(output_dir, **overrides),
-        train_dataset=hierarchical_dataset(rows, think="empty"),
+        train_dataset=hierarchical_dataset(ROWS, think=think),
         processing_class=load_processor(tiny_model_dir),
         consistency_weight=weight,
         consistency_temperature=0.1,
@@ -60,8 +60,9 @@ def fixed_batch(trainer):
     return trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
 
 
-def test_masks_cover_exactly_the_finding_and_impression_texts(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path)
+@pytest.mark.parametrize("think", ["empty", "labels"])
+def test_masks_cover_exactly_the_finding_and_impression_texts(tiny_model_dir, tmp_path, think):
+    trainer = make_trainer(tiny_model_dir, tmp_path, think=think)
     batch = fixed_batch(trainer)
     tokenizer = trainer.processing_class.tokenizer
     findings, impression = batch[FINDINGS_MASK], batch[IMPRESSION_MASK]
