@@ -6,6 +6,8 @@ import importlib.util
 import json
 import logging
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -262,3 +264,26 @@ def test_a_bad_block_fails_recipe_validation_before_anything_loads(tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
     with pytest.raises(ValueError, match="circuit_breaker: unknown key 'treshold'"):
         validate(DataArguments(data_path=str(tmp_path / "no-data")), reward, args, ModelConfig("no-model"))
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_with_one_checkpoint(tmp_path, tiny_model_dir, demo_dir):
+    """torchrun, 2 ranks: both see the same gathered rates, open at the same step, save once together and exit."""
+    distributed = _load("himed_breaker_distributed_tests", TESTS / "trainers" / "test_distributed.py")
+    recipe = distributed.write_recipe(
+        tmp_path,
+        tiny_model_dir,
+        demo_dir,
+        max_steps=8,
+        rewards=[{"name": "format"}, {"name": "tests.trainers.flaky_rewards:dies_at_step_2", "as": "dies"}],
+        circuit_breaker={"patience": 2},
+    )
+    env = distributed.environment(tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    command = [*torchrun, env["MASTER_PORT"], "-m", "himed.trainers.grpo", "--config", str(recipe)]
+    result = subprocess.run(command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert result.stderr.count("RewardCircuitOpen: reward component 'dies'") >= 2  # raised on both ranks
+    state = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and state["log_history"][-1]["rewards/dies/breaker_open"] == 1.0
+    assert not (tmp_path / "out" / "model.safetensors").exists()
