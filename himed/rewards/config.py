@@ -7,14 +7,15 @@ rewards:
   - {name: clinical, kwargs: {labeler: rules}}
   - {name: my_pkg.my_module:my_reward, as: my_reward, level: low, weight: 0.5}
 impute: group_mean
+circuit_breaker: {threshold: 0.5, patience: 3, action: stop}
 ```
 
 ``RewardsConfig.from_dict`` checks everything that can be checked without building a reward: unknown keys, types,
 that each name resolves (registered name, ``package.module:attribute`` path or ``himed.rewards`` entry point), that
-entry names (after ``as``) are distinct, and the schedule's parameters. ``level`` and ``weight`` default to the
-reward's registered values (the table in ``docs/rewards.md``). Errors name the file (``where``) and the field path.
-Each name is resolved once here and the schedule built once; ``himed.rewards.composite.CompositeReward`` builds the
-rewards from the parsed block.
+entry names (after ``as``) are distinct, the schedule's parameters and the circuit breaker's. ``level`` and
+``weight`` default to the reward's registered values (the table in ``docs/rewards.md``). Errors name the file
+(``where``) and the field path. Each name is resolved once here and the schedule built once;
+``himed.rewards.composite.CompositeReward`` builds the rewards from the parsed block.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from himed.rewards.schedules import Schedule, build_schedule
 IMPUTE_MODES = ("group_mean", "zero")  # what a recipe or config file may set
 # ``none`` leaves failures as NaN: ``himed score --impute none`` only (a total that needs a failed value is null).
 IMPUTE_CHOICES = (*IMPUTE_MODES, "none")
+BREAKER_ACTIONS = ("stop", "warn")
 DEFAULT_SCHEDULE = {"name": "linear"}
 
 
@@ -104,6 +106,80 @@ class ScheduleConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}
+
+
+@dataclass
+class CircuitBreakerConfig:
+    """``circuit_breaker: {threshold, patience, action, enabled}``: when a component's failures stop a GRPO run.
+
+    A component whose failure rate (``rewards/<name>/failure_rate``) is above ``threshold`` on ``patience``
+    consecutive reward batches (one per optimizer step) opens the breaker (``himed.trainers.circuit_breaker``,
+    docs/judges.md). Components named in ``ignore`` are not watched, nor are rewards whose None means "nothing to
+    score" rather than a failure (``none_is_failure = False`` on the reward, e.g. consistency on an unparsable
+    completion). ``himed score`` reads the same block and has no use for it.
+    """
+
+    enabled: bool = field(default=True, metadata={"help": "watch the failure rates at all (default true)"})
+    threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "failure rate (fraction of a batch's completions the component could not score, in [0, 1)) "
+            "above which a step counts as failing; 0.5 = more than half failed"
+        },
+    )
+    patience: int = field(default=3, metadata={"help": "consecutive failing steps (int >= 1) before the breaker opens"})
+    action: str = field(
+        default="stop",
+        metadata={
+            "help": "stop: save a checkpoint and raise an error naming the component and its counters; warn: log "
+            "one warning per component and keep training on the imputed values"
+        },
+    )
+    ignore: list[str] = field(
+        default_factory=list,
+        metadata={"help": "reward entry names (after 'as') the breaker does not watch, e.g. [radgraph]"},
+    )
+
+    YAML_KEYS = ("enabled", "threshold", "patience", "action", "ignore")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"circuit_breaker.enabled: expected true or false, got {self.enabled!r}")
+        threshold = self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold < 1.0:
+            raise ValueError(
+                f"circuit_breaker.threshold: expected a failure rate in [0, 1) (0.5 = more than half of a batch "
+                f"failed), got {threshold!r}"
+            )
+        self.threshold = float(threshold)
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise ValueError(f"circuit_breaker.patience: expected a whole number of steps >= 1, got {self.patience!r}")
+        if self.action not in BREAKER_ACTIONS:
+            raise ValueError(
+                f"circuit_breaker.action: must be one of {', '.join(BREAKER_ACTIONS)}, got {self.action!r}"
+            )
+        if not isinstance(self.ignore, list | tuple) or not all(isinstance(n, str) for n in self.ignore):
+            raise ValueError(f"circuit_breaker.ignore: expected a list of reward entry names, got {self.ignore!r}")
+        self.ignore = list(self.ignore)
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None, where: str = "rewards config") -> CircuitBreakerConfig:
+        """Parse the block; ``where`` (the file or recipe) prefixes every error, which names the field."""
+        d = _require_mapping(d if d is not None else {}, f"{where}: circuit_breaker")
+        _reject_unknown(d, cls.YAML_KEYS, f"{where}: circuit_breaker")
+        try:
+            return cls(**d)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "threshold": self.threshold,
+            "patience": self.patience,
+            "action": self.action,
+            "ignore": list(self.ignore),
+        }
 
 
 @dataclass
@@ -226,8 +302,15 @@ class RewardsConfig:
             "component, so the failure does not move advantages) or zero; an all-failed group gets 0"
         },
     )
+    circuit_breaker: CircuitBreakerConfig = field(
+        default_factory=CircuitBreakerConfig,
+        metadata={
+            "help": "when persistent failures of one component stop a GRPO run: {threshold: 0.5, patience: 3, "
+            "action: stop|warn, enabled: true} (default on, stop; docs/judges.md)"
+        },
+    )
 
-    YAML_KEYS = ("schedule", "rewards", "impute")
+    YAML_KEYS = ("schedule", "rewards", "impute", "circuit_breaker")
 
     def __post_init__(self) -> None:
         if self.impute not in IMPUTE_MODES:
@@ -243,6 +326,11 @@ class RewardsConfig:
                     f"a distinct 'as: <name>'"
                 )
             seen[name] = i
+        unknown = [name for name in self.circuit_breaker.ignore if name not in seen]
+        if unknown:
+            raise ValueError(
+                f"circuit_breaker.ignore: {unknown[0]!r} is not a reward entry name; entries: {', '.join(seen)}"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -258,8 +346,11 @@ class RewardsConfig:
             raise ValueError(f"{where}: 'rewards' must be a non-empty list of entries like {{name: token}}")
         rewards = [RewardEntryConfig.from_dict(entry, f"{where}: rewards[{i}]") for i, entry in enumerate(entries)]
         schedule = ScheduleConfig.from_dict(d.get("schedule"), f"{where}: schedule")
+        breaker = CircuitBreakerConfig.from_dict(d.get("circuit_breaker"), where)
         try:
-            return cls(rewards=rewards, schedule=schedule, impute=d.get("impute", "group_mean"))
+            return cls(
+                rewards=rewards, schedule=schedule, impute=d.get("impute", "group_mean"), circuit_breaker=breaker
+            )
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
 
@@ -291,4 +382,5 @@ class RewardsConfig:
             "schedule": self.schedule.to_dict(),
             "rewards": [entry.to_dict() for entry in self.rewards],
             "impute": self.impute,
+            "circuit_breaker": self.circuit_breaker.to_dict(),
         }

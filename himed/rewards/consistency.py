@@ -41,6 +41,9 @@ class ConsistencyReward(LabelerReward):
     level = "low"
     weight = 0.5
     parts = ("clashes", "shared")
+    # None here means "no sections to compare" (a format failure, already scored by the format reward), not a failure
+    # of this reward: the GRPO circuit breaker does not watch it (himed.trainers.circuit_breaker).
+    none_is_failure = False
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ recipe YAML is the command that runs it (``himed.trainers.validation`` reads it 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -99,11 +100,18 @@ class RewardArguments:
         default="group_mean",
         metadata={"help": "How a failed (None) reward component is filled per group: group_mean or zero."},
     )
+    circuit_breaker: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "When one component's persistent failures stop the run, e.g. {threshold: 0.5, patience: 3, "
+            "action: stop} (the default; action warn logs once and trains on); docs/judges.md."
+        },
+    )
 
     def reward_block(self) -> dict[str, Any]:
         """The block as a plain mapping for himed.rewards.config.RewardsConfig.from_dict."""
         block: dict[str, Any] = {"impute": self.impute}
-        for name in ("schedule", "rewards"):
+        for name in ("schedule", "rewards", "circuit_breaker"):
             value = getattr(self, name)
             if isinstance(value, str):  # a command-line flag: YAML, which JSON is (nearly) a subset of
                 try:
@@ -149,6 +157,21 @@ class SFTStageArguments:
             "Effusion) or all (the 14 CheXbert names)."
         },
     )
+    consistency_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "hierarchical stage only: weight (>= 0, unitless, added to the token cross-entropy) of Hi-MrGn's "
+            "findings-impression consistency term, an InfoNCE over the impression examples of a micro-batch "
+            "(himed.trainers.hierarchical, docs/judges.md); 0 = off (the default)."
+        },
+    )
+    consistency_temperature: float = field(
+        default=0.1,
+        metadata={
+            "help": "hierarchical stage only: temperature tau (> 0) dividing the cosine similarities of the "
+            "consistency term's InfoNCE; smaller = sharper."
+        },
+    )
 
     def __post_init__(self):
         from himed.clinical.observations import observation_set
@@ -161,6 +184,17 @@ class SFTStageArguments:
         if not self.positive_weight > 0:
             raise ValueError(f"positive_weight must be > 0 (1 = unweighted), got {self.positive_weight!r}")
         observation_set(self.observations)  # raises with the allowed names
+        if not (math.isfinite(self.consistency_weight) and self.consistency_weight >= 0):
+            raise ValueError(
+                f"consistency_weight must be a finite number >= 0 (0 = off), got {self.consistency_weight!r}"
+            )
+        if self.consistency_weight > 0 and self.stage != "hierarchical":
+            raise ValueError(
+                f"consistency_weight applies to the hierarchical stage only (stage is {self.stage!r}); set it to 0 or "
+                "use stage: hierarchical"
+            )
+        if not (math.isfinite(self.consistency_temperature) and self.consistency_temperature > 0):
+            raise ValueError(f"consistency_temperature must be > 0, got {self.consistency_temperature!r}")
 
 
 def first_line_command(path: str | Path) -> str:

@@ -11,6 +11,10 @@ What himed adds to TRL, and nothing else:
   ``_calculate_rewards`` returns, already gathered across processes, so every group is whole on every rank: a
   failed value takes its group's mean of that component (or 0 with ``impute: zero``); a group where every value
   failed gets 0, constant within the group. ``rewards/<name>/failure_rate`` is logged.
+- **A circuit breaker** on those failure rates (``circuit_breaker`` in the reward block, on by default): a
+  component failing on more than ``threshold`` of the completions for ``patience`` consecutive steps saves a
+  checkpoint and stops the run with ``RewardCircuitOpen`` naming it, or warns once (``action: warn``);
+  ``rewards/<name>/breaker_open`` is logged (``himed.trainers.circuit_breaker``, docs/judges.md).
 - **Provenance**: every checkpoint gets ``himed_rewards.json`` (reward block, schedule, each reward's description,
   e.g. a judge's prompt hash), so a run can be audited and resumed with the same reward.
 - **Patient data stays local**: report text and images never reach a remote logger or the hub unless the recipe
@@ -37,6 +41,13 @@ import torch
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
 from himed.rewards.composite import CompositeReward
+from himed.trainers.circuit_breaker import (
+    CircuitBreaker,
+    RewardCircuitOpen,
+    component_counters,
+    trip_message,
+    unwatched_names,
+)
 from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
 from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, train_and_save
 
@@ -56,6 +67,8 @@ class HimedGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args: Any, reward: CompositeReward, **kwargs: Any):
         self.reward = reward
+        breaker = reward.config.circuit_breaker if reward.config is not None else None
+        self.circuit_breaker = CircuitBreaker(breaker, reward.names, unwatched=unwatched_names(reward.components))
         super().__init__(*args, reward_funcs=reward.functions, **kwargs)
         self.reward_weights = torch.tensor(reward.weights(0), dtype=torch.float32)
 
@@ -81,7 +94,9 @@ class HimedGRPOTrainer(GRPOTrainer):
         # TRL's (completions x components) matrix, already gathered across processes: every group is whole here.
         gathered = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = self._mode()
-        self.record_failure_rates(gathered, mode)
+        rates = self.record_failure_rates(gathered, mode)
+        if mode == "train":
+            self.watch_failures([rates[name] for name in self.reward.names])
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
         return self.reward.impute(gathered, group_size=group_size)
 
@@ -91,6 +106,28 @@ class HimedGRPOTrainer(GRPOTrainer):
         for name, rate in rates.items():
             self._metrics[mode][f"rewards/{name}/failure_rate"].append(rate)
         return rates
+
+    def watch_failures(self, rates: Sequence[float]) -> None:
+        """The circuit breaker's hook (``himed.trainers.circuit_breaker``): log ``rewards/<name>/breaker_open``; on
+        opening, warn once (``action: warn``) or log this step, save a checkpoint and raise ``RewardCircuitOpen``."""
+        trips = self.circuit_breaker.observe(self.state.global_step, rates)
+        for name, flag in self.circuit_breaker.open_flags().items():
+            self._metrics["train"][f"rewards/{name}/breaker_open"].append(flag)
+        config = self.circuit_breaker.config
+        for trip in trips:
+            counters = component_counters(self.reward.components[self.reward.names.index(trip.name)].fn)
+            if config.action == "warn":
+                if trip.first_time:
+                    logger.warning(trip_message(trip, config, counters, None))
+                continue
+            self.log({})  # the failing step's rates and breaker_open reach log_history and the checkpoint
+            self._save_checkpoint(self.model, trial=None)
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            checkpoint = str(Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            message = trip_message(trip, config, counters, checkpoint)
+            logger.error(message)
+            raise RewardCircuitOpen(message, component=trip.name, checkpoint=checkpoint)
 
     def provenance(self) -> dict[str, Any]:
         """What defines this run's reward, written next to every checkpoint (never raises on a describe())."""

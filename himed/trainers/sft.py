@@ -16,7 +16,8 @@ train/eval datasets and the trainer:
 - ``hierarchical``: Hi-MrGn's two turns, the findings first, then the impression with the findings turn in its
   prompt (``himed.data.examples.hierarchical_examples``). Each turn is its own prompt/completion example, so both
   turns are trained with TRL's completion-only loss and no ``{% generation %}`` template markers are needed;
-  ``himed evaluate --hierarchical`` decodes the same two turns.
+  ``himed evaluate --hierarchical`` decodes the same two turns. ``consistency_weight > 0`` adds Hi-MrGn's
+  findings-impression consistency term (``himed.trainers.hierarchical``).
 """
 
 from __future__ import annotations
@@ -78,9 +79,15 @@ def observation_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kw
 
 def hierarchical_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kwargs) -> SFTTrainer:
     from himed.data.examples import hierarchical_dataset
+    from himed.trainers.hierarchical import HierarchicalSFTTrainer
 
     datasets = _datasets(hierarchical_dataset, train_rows, eval_rows, **_report_options(data_args, stage_args))
-    return SFTTrainer(**datasets, **trainer_kwargs)
+    return HierarchicalSFTTrainer(
+        **datasets,
+        **trainer_kwargs,
+        consistency_weight=stage_args.consistency_weight,
+        consistency_temperature=stage_args.consistency_temperature,
+    )
 
 
 # stage name (SFTStageArguments.stage) -> builder of its trainer; a new stage adds one entry here (the stage names

@@ -14,10 +14,14 @@ What keeps a slow or flaky judge from stalling or corrupting training:
   when the server says it does not support the requested one (remembered for the judge's life);
 - de-duplication of identical pairs within a batch (GRPO groups often repeat a completion) and a cache keyed by
   (model, prompt hash, candidate, reference), in memory and optionally in an SQLite file (``cache_path``);
-- None, never 0, for a pair that could not be scored, with the failure counted by kind.
+- None, never 0, for a pair that could not be scored, with the failure counted by kind;
+- several endpoints serving the same model (``base_url`` as a list): each request goes to the endpoint with the
+  fewest in flight, an endpoint leaves the rotation after ``endpoint_max_failures`` consecutive failures and is
+  probed again after ``endpoint_cooldown`` seconds, a retry goes to another endpoint, and per-endpoint counters are
+  reported (``himed.verifiers.pool``, docs/judges.md). ``concurrency`` is per endpoint.
 
-One ``AsyncOpenAI`` client per event loop, created on first use and reused: its connection pool is what lets 32
-requests share a handful of keep-alive connections instead of opening one per request. The API key is read from
+One ``AsyncOpenAI`` client per event loop and endpoint, created on first use and reused: its connection pool is what
+lets 32 requests share a handful of keep-alive connections instead of opening one per request. The API key is read from
 the environment variable named by ``api_key_env`` when the client is created; it is never stored in the config,
 ``describe()``, logs or checkpoints. A local vLLM server started without ``--api-key`` accepts any key: set
 ``OPENAI_API_KEY=EMPTY``.
@@ -39,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from himed.verifiers.base import Judge, JudgeConfigError, JudgeScore, Pair, register_judge
+from himed.verifiers.pool import EndpointPool
 from himed.verifiers.prompt import (
     DEFAULT_MAX_REPORT_CHARS,
     PROMPT_HASH,
@@ -69,9 +74,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclass
 class _LoopState:
-    """What an event loop needs of its own: asyncio objects and the HTTP client are bound to one loop."""
+    """What an event loop needs of its own: asyncio objects and the HTTP clients are bound to one loop."""
 
-    client: Any
+    clients: list[Any]  # one per endpoint, in the pool's order
     semaphore: asyncio.Semaphore
 
 
@@ -86,13 +91,23 @@ def _close_clients(states: weakref.WeakKeyDictionary) -> None:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        try:
-            if loop is running:
-                loop.create_task(state.client.close())
-            else:
-                asyncio.run_coroutine_threadsafe(state.client.close(), loop).result(timeout=5)
-        except Exception:  # closing is best effort: the process may be shutting the loop down too
-            pass
+        for client in state.clients:
+            try:
+                if loop is running:
+                    loop.create_task(client.close())
+                else:
+                    asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
+            except Exception:  # closing is best effort: the process may be shutting the loop down too
+                pass
+
+
+def _strip_credentials(url: str) -> str:
+    """``url`` without any user:password part, for logs and run records."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _answer_text(answer: Any) -> str | None:
@@ -110,7 +125,7 @@ class OpenAIJudge(Judge):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | list[str],
         model: str,
         api_key_env: str = "OPENAI_API_KEY",
         concurrency: int = 32,
@@ -128,9 +143,14 @@ class OpenAIJudge(Judge):
         extra_body: dict[str, Any] | None = None,
         max_report_chars: int = DEFAULT_MAX_REPORT_CHARS,
         http_backend: str = "auto",
+        endpoint_max_failures: int = 3,
+        endpoint_cooldown: float = 30.0,
     ):
-        if not base_url or not isinstance(base_url, str):
-            raise ValueError("judge 'openai' needs base_url, e.g. http://127.0.0.1:8001/v1")
+        urls = [base_url] if isinstance(base_url, str) else base_url
+        if not isinstance(urls, list | tuple) or not urls or not all(isinstance(u, str) and u for u in urls):
+            raise ValueError(
+                "judge 'openai' needs base_url, e.g. http://127.0.0.1:8001/v1, or a list of URLs serving the same model"
+            )
         if not model or not isinstance(model, str):
             raise ValueError("judge 'openai' needs model, the name the server serves (e.g. Qwen/Qwen3-30B-A3B)")
         if not _ENV_NAME.match(str(api_key_env)):
@@ -153,7 +173,13 @@ class OpenAIJudge(Judge):
         if http_backend == "aiohttp" and importlib.util.find_spec("aiohttp") is None:
             raise ValueError("http_backend 'aiohttp' needs aiohttp: pip install 'openai[aiohttp]' (or use 'auto')")
         self.http_backend = http_backend
-        self.base_url = base_url
+        self.base_url = base_url if isinstance(base_url, str) else list(base_url)
+        self.pool = EndpointPool(
+            urls,
+            labels=[_strip_credentials(url) for url in urls],
+            max_failures=endpoint_max_failures,
+            cooldown=endpoint_cooldown,
+        )
         self.model = model
         self.api_key_env = api_key_env
         self.concurrency = int(concurrency)
@@ -217,14 +243,19 @@ class OpenAIJudge(Judge):
             if state is None:
                 import openai
 
-                client = openai.AsyncOpenAI(
-                    base_url=self.base_url,
-                    api_key=self._api_key(),
-                    timeout=self.timeout,
-                    max_retries=0,  # retries are ours: counted, deadline-bounded, Retry-After honoured
-                    http_client=self._http_client(),
-                )
-                state = self._states[loop] = _LoopState(client, asyncio.Semaphore(self.concurrency))
+                api_key = self._api_key()
+                clients = [
+                    openai.AsyncOpenAI(
+                        base_url=endpoint.url,
+                        api_key=api_key,
+                        timeout=self.timeout,
+                        max_retries=0,  # retries are ours: counted, deadline-bounded, Retry-After honoured
+                        http_client=self._http_client(),
+                    )
+                    for endpoint in self.pool.endpoints
+                ]
+                semaphore = asyncio.Semaphore(self.concurrency * len(self.pool))
+                state = self._states[loop] = _LoopState(clients, semaphore)
         return state
 
     def close(self) -> None:
@@ -314,7 +345,7 @@ class OpenAIJudge(Judge):
         import openai
 
         loop = asyncio.get_running_loop()
-        attempt, kind = 0, "deadline"
+        attempt, kind, endpoint = 0, "deadline", None
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -328,12 +359,14 @@ class OpenAIJudge(Judge):
                     return None, "deadline" if attempt == 0 else kind
                 limit = min(self.timeout, remaining)
                 started = time.perf_counter()
+                endpoint = self.pool.acquire(avoid=endpoint)  # a retry goes elsewhere when it can
+                kind = "cancelled"  # until the attempt ends: a batch deadline may cancel it
                 try:
                     async with asyncio.timeout(limit):
                         # The client's documented raw request (README: "undocumented endpoints"): same auth, pool,
                         # timeouts and status errors as chat.completions.create, without its per-request
                         # TypedDict transform and pydantic response models (most of its CPU cost per request).
-                        response = await state.client.post(
+                        response = await state.clients[endpoint.index].post(
                             "/chat/completions", body=self._request(pair, level), cast_to=httpx2.Response
                         )
                         answer = response.json()
@@ -356,6 +389,7 @@ class OpenAIJudge(Judge):
                 except ValueError as error:  # a 2xx whose body is not JSON
                     kind, detail = "parse", f"response body is not JSON: {error}"
                 finally:
+                    self.pool.release(endpoint, kind)
                     self.counters.add("calls")
                     self.counters.latency(time.perf_counter() - started)
 
@@ -368,9 +402,9 @@ class OpenAIJudge(Judge):
                 except JudgementError as error:
                     kind, detail = error.kind, str(error)
             self.counters.add(f"errors/{kind}")
-            self._log_once(kind, detail)
+            self._log_once(kind, detail, endpoint.label)
             if kind == "auth":
-                raise JudgeConfigError(f"judge 'openai' at {self._safe_url()}: the server refused the key ({detail})")
+                raise JudgeConfigError(f"judge 'openai' at {endpoint.label}: the server refused the key ({detail})")
             if not self.retry.should_retry(kind, attempt):
                 return None, kind
             delay = self.retry.delay(attempt, retry_after)
@@ -394,28 +428,28 @@ class OpenAIJudge(Judge):
             self._format_level,
         )
 
-    def _log_once(self, kind: str, detail: str) -> None:
+    def _log_once(self, kind: str, detail: str, where: str | None = None) -> None:
         if kind not in self._logged_kinds:
             self._logged_kinds.add(kind)
-            logger.warning("judge %s (%s): %s failure: %s", self._safe_url(), self.model, kind, detail[:300])
+            logger.warning("judge %s (%s): %s failure: %s", where or self._safe_url(), self.model, kind, detail[:300])
 
     def _safe_url(self) -> str:
-        """The base URL without any user:password part, for logs and run records."""
-        parts = urlsplit(self.base_url)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        """The base URL(s) without any user:password part, for logs and run records."""
+        return ", ".join(endpoint.label for endpoint in self.pool.endpoints)
 
     # -- reporting -------------------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, float]:
-        return self.counters.snapshot()
+        metrics = self.counters.snapshot()
+        if len(self.pool) > 1:
+            metrics.update(self.pool.metrics())
+        return metrics
 
     def describe(self) -> dict[str, Any]:
         return {
             "judge/backend": self.backend,
             "judge/base_url": self._safe_url(),
+            "judge/endpoints": self.pool.describe(),
             "judge/model": self.model,
             "judge/api_key_env": self.api_key_env,
             "judge/prompt_version": PROMPT_VERSION,
@@ -426,6 +460,8 @@ class OpenAIJudge(Judge):
             "judge/timeout": self.timeout,
             "judge/batch_deadline": self.batch_deadline,
             "judge/max_retries": self.retry.max_retries,
+            "judge/endpoint_max_failures": self.pool.max_failures,
+            "judge/endpoint_cooldown": self.pool.cooldown,
             "judge/rpm": self.rpm,
             "judge/temperature": self.temperature,
             "judge/max_tokens": self.max_tokens,

@@ -36,3 +36,8 @@ class BrokenDescribe:
 
     def describe(self):
         raise RuntimeError("describe is broken")
+
+
+def dies_at_step_2(completions, trainer_state, **kwargs):
+    """Scores 1 until global step 2, then None on every completion: a component that went away mid-run."""
+    return [None if trainer_state.global_step >= 2 else 1.0 for _ in completions]
