@@ -130,6 +130,12 @@ def paired_tests(
             )
         first_by_id = dict(zip(first_ids, first_samples, strict=True))
         families = _shared_families(first, run)
+        if not families:
+            notes.append(
+                f"No paired p-values for {run['name']}: no metric computed the same way in both runs "
+                "(config.metric_families; a metrics.json from before samples.jsonl has none)."
+            )
+            continue
         out[run["name"]] = paired_p_values(
             [first_by_id[i] for i in shared],
             [by_id[i] for i in shared],

@@ -60,10 +60,17 @@ def test_partly_shared_ids_and_a_missing_samples_file_are_said(runs: dict[str, P
     (other_ids / "samples.jsonl").write_text(
         (runs["poor"] / "samples.jsonl").read_text().replace('"id":"study', '"id":"elsewhere')
     )
-    loaded = load_runs([runs["good"], runs["half"], bare, other_ids])
+    old = tmp_path / "old"
+    old.mkdir()
+    result = json.loads((runs["poor"] / "metrics.json").read_text())
+    del result["config"]["metric_families"]
+    (old / "metrics.json").write_text(json.dumps(result))
+    (old / "samples.jsonl").write_text((runs["poor"] / "samples.jsonl").read_text())
+    loaded = load_runs([runs["good"], runs["half"], bare, other_ids, old])
     p_values, notes = paired_tests(loaded, resamples=200, seed=0)
     assert set(p_values) == {"half"}
     text = "\n".join(notes)
+    assert "No paired p-values for old: no metric computed the same way in both runs" in text
     assert "half shares 30 study ids with good" in text
     assert "No paired p-values for bare: no samples.jsonl beside its metrics.json." in text
     assert "No paired p-values for other: it shares no study id with good." in text
