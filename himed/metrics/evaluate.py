@@ -97,6 +97,8 @@ def metrics_markdown(result: Mapping[str, Any]) -> str:
             interval = ci95.get(name)
             shown = f"[{format_value(interval[0])}, {format_value(interval[1])}]" if interval else "-"
             lines.append(f"| {name} | {format_value(value)} | {shown} |")
+        for name, reason in bootstrap.get("no_interval", {}).items():
+            lines.append(f"\n{name}: no interval ({reason}).")
     else:
         lines += ["| metric | value |", "|---|---:|"]
         lines += [f"| {name} | {format_value(value)} |" for name, value in result["metrics"].items()]
