@@ -20,12 +20,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_plot(subparsers)
 
 
+def _add_bootstrap_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """--bootstrap and --bootstrap-seed (himed.metrics.bootstrap), for ``purpose``."""
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help=f"resamples of the studies for {purpose} (default 1000; 0 turns them off)",
+    )
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+
+
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="score generated reports (NLG, clinical efficacy, severity, format, consistency)",
         description="Score a predictions JSONL, or generate predictions from a model first, and write "
-        "DIR/metrics.json (with bootstrap 95%% intervals), DIR/metrics.md and DIR/samples.jsonl.",
+        "DIR/metrics.json (with bootstrap 95% intervals), DIR/metrics.md and DIR/samples.jsonl.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -90,13 +101,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score empty predictions as empty reports instead of rejecting the file",
     )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=1000,
-        help="resamples of the studies for the 95%% intervals in metrics.json's ci95 (default 1000; 0 turns them off)",
-    )
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    _add_bootstrap_arguments(parser, "the 95%% intervals in metrics.json's ci95")
     generation = parser.add_argument_group("generation (--model)")
     generation.add_argument(
         "--backend", default="hf", choices=["hf", "vllm"], help="hf: transformers generate (CPU/GPU); vllm: GPU"
@@ -207,13 +212,7 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--names", help="comma-separated column names (default: each file's directory name)")
     parser.add_argument("--output", help="also write the table to this Markdown file")
     parser.add_argument("--no-deltas", action="store_true", help="leave out the change-vs-first columns")
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=1000,
-        help="resamples for the paired bootstrap p-values from each run's samples.jsonl (default 1000; 0: none)",
-    )
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the paired resamples (default 0)")
+    _add_bootstrap_arguments(parser, "the paired bootstrap p-values from each run's samples.jsonl")
     parser.set_defaults(handler=_compare)
 
 
