@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from pycocoevalcap.rouge.rouge import Rouge, my_lcs
 
 from himed.data.normalize import clean_report
 from himed.metrics import nlg
+from himed.metrics.nlg_statistics import meteor_corpus, meteor_scores, parse_meteor_stats
 
 # Report text as radiologists write it; the scorers get it through R2Gen's MIMIC-CXR cleaning, as in evaluate.
 RAW_REFERENCES = [
@@ -40,7 +42,13 @@ def test_the_texts_are_r2gen_cleaned() -> None:
 
 
 @pytest.fixture(scope="module")
-def both() -> tuple[dict, dict]:
+def pycoco_meteor() -> Meteor:
+    """pycocoevalcap's METEOR scorer: the one JVM of this module (our driver reuses its process)."""
+    return Meteor()
+
+
+@pytest.fixture(scope="module")
+def both(pycoco_meteor: Meteor) -> tuple[dict, dict]:
     """Our metrics and pycocoevalcap's on the same texts.
 
     One JVM: our jar driver talks to the process pycocoevalcap's ``Meteor`` started (its command line is checked to
@@ -48,7 +56,7 @@ def both() -> tuple[dict, dict]:
     """
     gts = {i: [r] for i, r in enumerate(REFERENCES)}
     res = {i: [p] for i, p in enumerate(PREDICTIONS)}
-    scorer = Meteor()
+    scorer = pycoco_meteor
     theirs = {"meteor": scorer.compute_score(gts, res)[0]}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     theirs.update({f"bleu_{n + 1}": bleu[n] for n in range(4)})
@@ -76,6 +84,21 @@ def test_nlg_metrics_starts_its_own_jar_and_matches_pycocoevalcap() -> None:
     ours, info = nlg.nlg_metrics(PREDICTIONS, REFERENCES, meteor="jar")
     assert info["meteor"] == "meteor-1.5 jar"
     assert ours["meteor"] == theirs
+
+
+def test_meteor_recomputed_from_the_jar_statistics_equals_the_jar(pycoco_meteor: Meteor) -> None:
+    """The jar's EVAL from summed segment statistics, on the full set and on a resample with duplicates, and each
+    segment's score, recomputed by himed.metrics.nlg_statistics as the jar computes them."""
+    jar = nlg.Meteor15Jar(process=pycoco_meteor.meteor_p)
+    corpus, segments, lines = jar.score(PREDICTIONS, REFERENCES)
+    stats = [parse_meteor_stats(line) for line in lines]
+    samples = [{"stats": {"meteor": s}} for s in stats]
+    assert meteor_scores(np.array(stats)) == pytest.approx(segments, rel=1e-12)
+    assert meteor_corpus(samples, ["meteor"], np.ones((1, len(stats))))["meteor"][0] == pytest.approx(corpus, rel=1e-12)
+    drawn = [0, 0, 2, 3, 3, 3, 5]  # study 4 (the empty prediction) and study 1 left out, others repeated
+    theirs = jar.score([PREDICTIONS[i] for i in drawn], [REFERENCES[i] for i in drawn])[0]
+    counts = np.bincount(drawn, minlength=len(stats)).astype(float)[None, :]
+    assert meteor_corpus(samples, ["meteor"], counts)["meteor"][0] == pytest.approx(theirs, rel=1e-12)
 
 
 @settings(max_examples=300, deadline=None)
