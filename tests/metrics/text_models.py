@@ -115,3 +115,36 @@ def rename_weight(folder: Path, old_prefix: str, new_prefix: str) -> str:
     state[new_prefix + key[len(old_prefix) :]] = state.pop(key)
     save_file(state, path, metadata={"format": "pt"})
     return key
+
+
+def roberta_folder(folder: Path, seed: int = 0, layers: int = 6) -> Path:
+    """A tiny distilroberta-shaped ``RobertaModel`` (6 layers, as distilroberta-base) with a byte-level BPE
+    ``RobertaTokenizer`` trained on ``WORDS``, saved as a RobertaForMaskedLM checkpoint is (an lm_head, no pooler)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizer
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        [" ".join(WORDS)] * 20, vocab_size=400, min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )  # fmt: skip
+    trainer.save_model(str(folder))
+    tokenizer = RobertaTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+    tokenizer.model_max_length = 512
+    tokenizer.save_pretrained(folder)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    RobertaForMaskedLM(config).save_pretrained(folder)
+    return folder
