@@ -57,11 +57,13 @@ def score_lines(
     uncertain: str = "positive",
     meteor: str = "auto",
     radgraph: Mapping[str, Any] | None = None,
+    model_metrics: Any = None,
 ) -> tuple[dict[str, float], dict[str, Any], int]:
     """All metrics for validated lines: (metrics, config, n scored pairs). See the module docstring.
 
     ``radgraph``: keyword arguments of ``himed.clinical.radgraph.get_radgraph_bridge`` (``python``, ``model_type``,
-    ``model_cache_dir``, ...); RadGraph F1 is computed only when it is given.
+    ``model_cache_dir``, ...); RadGraph F1 is computed only when it is given. ``model_metrics``: a
+    ``himed.metrics.model_metrics.ModelMetricOptions`` (RaTEScore, GREEN, ``--suite rexrank``), or None.
     """
     from himed.clinical.labelers import get_labeler
     from himed.clinical.severity import severity_metrics
@@ -147,6 +149,17 @@ def score_lines(
             "radgraph": {"model_type": dict(radgraph).get("model_type", "radgraph-xl"), "unscored_pairs": unscored}
         }
 
+    model_config: dict[str, Any] = {}
+    if model_metrics is not None:
+        from himed.metrics.model_metrics import score_model_metrics
+
+        # Model-based metrics read the texts as written, like the labelers; per-sample scores are not kept yet.
+        model_values, _, model_config, model_undefined = score_model_metrics(
+            kept, predictions, references, model_metrics
+        )
+        metrics.update(model_values)
+        undefined.update(model_undefined)
+
     config: dict[str, Any] = {
         "clean": clean,
         "section": section,
@@ -157,6 +170,7 @@ def score_lines(
         **radgraph_info,
         "format_valid": sum(p is not None for p in parsed),
         "consistency_scored": len(with_impression),
+        **model_config,
     }
     if section != "report":
         config["section_missing"] = sum(p is None for p in parsed)
