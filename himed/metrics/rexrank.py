@@ -62,7 +62,10 @@ DEPARTURES = (
     "original RadGraph checkpoint, the package's 'radgraph' model type) instead of the DyGIE++ inference scripts.",
     "The reference text: with --rexrank-reference rexrank (the default) lines carrying findings/impression are scored "
     "against 'Findings: <findings> Impression: <impression>' as ReXrank's evaluation script writes it ('None' for a "
-    "missing section); lines with only a 'reference' use it as given.",
+    "missing section); lines with only a 'reference' use it as given. RaTEScore and GREEN are computed against himed's "
+    "reference text (ReXrank's scripts for those two are not published).",
+    "BERTScore under transformers 5: bert-score 0.3.13 itself no longer adds the RoBERTa prefix space it asks for; "
+    "himed does, as bert-score did under transformers 4 when ReXrank's numbers were computed.",
     "A pair RadGraph could not annotate is left out of rexrank_radgraph and RadCliQ-v1 (counted in config) instead of "
     "stopping the evaluation.",
 )
