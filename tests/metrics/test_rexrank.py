@@ -4,7 +4,6 @@ BERTScore / SembScore on tiny random-weight models in the published layouts."""
 import importlib.util
 import math
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -203,25 +202,13 @@ def test_sembscore_is_the_cosine_of_chexbert_cls_embeddings(chexbert):
     assert metrics["sembscore"] == pytest.approx((1.0 + cosine) / 2, abs=1e-6)
 
 
-@pytest.fixture(scope="module")
-def fake_radgraph(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location(
-        "radgraph_fakes", Path(__file__).resolve().parents[1] / "clinical" / "test_radgraph.py"
-    )
-    fakes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fakes)
-    root = tmp_path_factory.mktemp("fake_radgraph_rexrank")
-    package = root / "site" / "radgraph"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("from .core import RadGraph\n")
-    (package / "core.py").write_text(textwrap.dedent(fakes.FAKE_PACKAGE))
-    (package / "rewards.py").write_text(textwrap.dedent(fakes.FAKE_REWARDS))
-    info = root / "site" / "radgraph-0.1.18.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: radgraph\nVersion: 0.1.18\n")
-    (root / "cache" / "radgraph-xl").mkdir(parents=True)
-    (root / "cache" / "radgraph-xl" / "config.json").write_text("{}")
-    return root
+# The stand-in radgraph package environment of the radgraph reward's tests (every word an entity, no relations).
+_reward_tests = importlib.util.spec_from_file_location(
+    "radgraph_reward_tests", Path(__file__).resolve().parents[1] / "rewards" / "test_radgraph_reward.py"
+)
+_reward_module = importlib.util.module_from_spec(_reward_tests)
+_reward_tests.loader.exec_module(_reward_module)
+fake_radgraph = _reward_module.fake_radgraph
 
 
 def test_full_suite_and_its_table(roberta, chexbert, fake_radgraph, monkeypatch):

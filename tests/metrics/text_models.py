@@ -20,6 +20,10 @@ WORDS = (
 ).split()
 
 
+# The tiny shape every test model shares (the architectures are the published ones, the sizes are not).
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
 def wordpiece_tokenizer(folder: Path):
     """A lowercase WordPiece tokenizer ([CLS] text [SEP]) over ``WORDS``, saved in ``folder``."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
@@ -59,11 +63,8 @@ def rate_ner_folder(folder: Path, *, force_label: str | None = None, seed: int =
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = wordpiece_tokenizer(folder)
     config = DebertaV2Config(
+        **TINY,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
         max_position_embeddings=128,
         relative_attention=True,
         position_buckets=16,
@@ -92,15 +93,7 @@ def mpnet_folder(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = wordpiece_tokenizer(folder)
-    config = MPNetConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=130,
-        pad_token_id=0,
-    )
+    config = MPNetConfig(**TINY, vocab_size=len(tokenizer), max_position_embeddings=130, pad_token_id=0)
     MPNetModel(config).save_pretrained(folder)
     return folder
 
@@ -136,11 +129,8 @@ def roberta_folder(folder: Path, seed: int = 0, layers: int = 6) -> Path:
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(folder)
     config = RobertaConfig(
+        **{**TINY, "num_hidden_layers": layers},
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=64,
         max_position_embeddings=130,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id,
