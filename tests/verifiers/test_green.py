@@ -173,3 +173,14 @@ def test_green_cache_file_survives_a_new_judge(green_server, api_key, tmp_path):
     assert again.score_batch_sync([("left effusion", "effusion")]) == first
     assert green_server.count == count and again.metrics()["judge/cache_hits"] == 1
     again.close()
+
+
+def test_green_judge_pickles_for_multi_process_runs(green_server, api_key):
+    import pickle
+
+    judge = make_judge(green_server)
+    copy = pickle.loads(pickle.dumps(judge))
+    assert isinstance(copy.cache, type(judge.cache)) and copy.prompt_hash == judge.prompt_hash
+    assert copy.score_batch_sync([("right effusion", "effusion")])[0].score == 1.0
+    copy.close()
+    judge.close()
