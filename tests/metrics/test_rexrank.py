@@ -148,22 +148,28 @@ def test_bertscore_rejects_a_wrong_checkpoint(roberta, tmp_path):
     assert key.removeprefix("roberta.") in str(caught.value) or key in str(caught.value)
 
 
-def test_bertscore_matches_the_bert_score_package(roberta, tmp_path):
+def test_bertscore_matches_the_bert_score_package(roberta, tmp_path, monkeypatch):
     """The published package on the same tiny model, where it is installed (it is not a himed dependency)."""
     bert_score = pytest.importorskip("bert_score")
+    from transformers import AutoTokenizer
+
+    # Under transformers 5 bert-score's encode(..., add_prefix_space=True) no longer adds the prefix space;
+    # give it the tokenizer it had under transformers 4, when ReXrank computed its numbers.
+    monkeypatch.setattr(
+        bert_score.scorer, "get_tokenizer", lambda model_type, use_fast=False: AutoTokenizer.from_pretrained(
+            model_type, add_prefix_space=True)
+    )  # fmt: skip
     baseline = tmp_path / "baseline.tsv"
     baseline.write_text("LAYER,P,R,F\n" + "\n".join(f"{i},0.8,0.81,0.805" for i in range(7)) + "\n")
-    candidates = ["heart size is normal", "no effusion", "mild cardiomegaly . the lungs are clear"]
-    references = ["heart size is normal", "the lungs are clear", "no pneumothorax"]
+    candidates = ["heart size is normal", "no effusion", "mild cardiomegaly . the lungs are clear", "pleural effusion"]
+    references = ["heart size is normal", "the lungs are clear", "no pneumothorax", "small left pleural effusion"]
     published = bert_score.BERTScorer(
-        model_type=str(roberta), num_layers=5, lang="en", rescale_with_baseline=True, baseline_path=str(baseline)
-    )
-    _, _, f1 = published.score(candidates, references)
+        model_type=str(roberta), num_layers=5, lang="en", rescale_with_baseline=True, baseline_path=str(baseline),
+        device="cpu",
+    )  # fmt: skip
+    precision, _, f1 = published.score(candidates, references)
     ours = BertScorer(roberta, baseline=(0.8, 0.81, 0.805)).score(candidates, references)
-    # transformers 5 ignores bert-score's add_prefix_space=True at encode time; compare only if the package's
-    # tokens are the prefixed ones (as under transformers 4, where ReXrank computed its numbers).
-    if published._tokenizer.convert_ids_to_tokens(published._tokenizer.encode("heart"))[1] != "Ġheart":
-        pytest.skip("this bert-score/transformers pair does not add the prefix space ReXrank's runs had")
+    assert [p for p, _, _ in ours] == pytest.approx([float(x) for x in precision], abs=1e-5)
     assert [f for _, _, f in ours] == pytest.approx([float(x) for x in f1], abs=1e-5)
 
 
