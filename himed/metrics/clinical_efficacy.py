@@ -15,7 +15,9 @@ Variant implemented:
   with no reference positive (no support) recall 0, and F1 0 when both are 0 (``zero_division=0``). Observations
   without support are kept in the mean (DESIGN.md section 4), so macro numbers on a small test set are low.
 
-Names: ``ce_{micro|macro}_{precision|recall|f1}_{14|5}``.
+Names: ``ce_{micro|macro}_{precision|recall|f1}_{14|5}`` (uncertain counted as ``--uncertain`` says, positive by
+default) and, every time, the same names with the suffix ``_uneg``: uncertain counted negative, the convention of
+LLaVA-Rad's default evaluation (its "+" mode counts it positive) and of MAIRA-2 (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from himed.clinical.observations import CHEXBERT_OBSERVATIONS, FIVE_OBSERVATIONS, NEGATIVE, POSITIVE, UNCERTAIN
+from himed.metrics.families import FamilyResult, corpus_family
 
 UNCERTAIN_POLICIES = ("positive", "negative")
 OBSERVATION_GROUPS = {"14": CHEXBERT_OBSERVATIONS, "5": FIVE_OBSERVATIONS}
+# ce_*_uneg: the same metrics with uncertain counted negative, reported beside ce_* every time.
+UNCERTAIN_NEGATIVE_SUFFIX = "_uneg"
 
 
 def binarize(
@@ -53,17 +58,14 @@ def _ratio(numerator: np.ndarray | int, denominator: np.ndarray | int) -> np.nda
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
 
 
-def precision_recall_f1(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Micro and macro precision, recall and F1 of two 0/1 matrices of equal shape (reports x observations)."""
-    if predicted.shape != reference.shape:
-        raise ValueError(f"label matrices differ in shape: {predicted.shape} vs {reference.shape}")
-    true_positive = (predicted & reference).sum(axis=0)
-    false_positive = (predicted & (1 - reference)).sum(axis=0)
-    false_negative = ((1 - predicted) & reference).sum(axis=0)
-
-    tp, fp, fn = true_positive.sum(), false_positive.sum(), false_negative.sum()
-    micro_p, micro_r = float(_ratio(tp, tp + fp)), float(_ratio(tp, tp + fn))
-    micro_f1 = float(_ratio(2 * micro_p * micro_r, micro_p + micro_r))
+def scores_from_counts(
+    true_positive: np.ndarray, false_positive: np.ndarray, false_negative: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Micro and macro precision, recall and F1 from per-observation counts (last axis: observations); any
+    leading axes (resamples) are kept."""
+    tp, fp, fn = true_positive.sum(axis=-1), false_positive.sum(axis=-1), false_negative.sum(axis=-1)
+    micro_p, micro_r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    micro_f1 = _ratio(2 * micro_p * micro_r, micro_p + micro_r)
 
     per_p = _ratio(true_positive, true_positive + false_positive)
     per_r = _ratio(true_positive, true_positive + false_negative)
@@ -72,10 +74,23 @@ def precision_recall_f1(predicted: np.ndarray, reference: np.ndarray) -> dict[st
         "micro_precision": micro_p,
         "micro_recall": micro_r,
         "micro_f1": micro_f1,
-        "macro_precision": float(per_p.mean()),
-        "macro_recall": float(per_r.mean()),
-        "macro_f1": float(per_f1.mean()),
+        "macro_precision": per_p.mean(axis=-1),
+        "macro_recall": per_r.mean(axis=-1),
+        "macro_f1": per_f1.mean(axis=-1),
     }
+
+
+def _outcomes(predicted: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per report and observation: true positive, false positive, false negative (0/1 matrices)."""
+    if predicted.shape != reference.shape:
+        raise ValueError(f"label matrices differ in shape: {predicted.shape} vs {reference.shape}")
+    return predicted & reference, predicted & (1 - reference), (1 - predicted) & reference
+
+
+def precision_recall_f1(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Micro and macro precision, recall and F1 of two 0/1 matrices of equal shape (reports x observations)."""
+    outcomes = _outcomes(predicted, reference)
+    return {name: float(value) for name, value in scores_from_counts(*(o.sum(axis=0) for o in outcomes)).items()}
 
 
 def clinical_efficacy(
@@ -97,3 +112,50 @@ def clinical_efficacy(
             average, measure = name.split("_")
             out[f"ce_{average}_{measure}_{suffix}"] = value
     return out
+
+
+def clinical_efficacy_family(
+    predicted_labels: Sequence[Mapping[str, int]],
+    reference_labels: Sequence[Mapping[str, int]],
+    uncertain: str = "positive",
+) -> FamilyResult:
+    """``ce_*`` with ``uncertain`` counted as asked, and ``ce_*_uneg`` (uncertain counted negative) beside them.
+
+    Per-sample statistics: each report's labels of the 14 observations (the uncertain convention is applied when
+    the corpus values are computed), and the convention of the unsuffixed names.
+    """
+    metrics = clinical_efficacy(predicted_labels, reference_labels, uncertain=uncertain)
+    metrics.update(
+        {
+            f"{name}{UNCERTAIN_NEGATIVE_SUFFIX}": value
+            for name, value in clinical_efficacy(predicted_labels, reference_labels, uncertain="negative").items()
+        }
+    )
+    stats = [
+        {
+            "predicted": {name: p[name] for name in CHEXBERT_OBSERVATIONS if p.get(name) is not None},
+            "reference": {name: r[name] for name in CHEXBERT_OBSERVATIONS if r.get(name) is not None},
+            "uncertain": uncertain,
+        }
+        for p, r in zip(predicted_labels, reference_labels, strict=True)
+    ]
+    return FamilyResult("ce", metrics, stats=stats)
+
+
+@corpus_family("ce")
+def clinical_efficacy_corpus(samples: Sequence[Mapping], metrics: Sequence[str], counts: np.ndarray) -> dict:
+    """The ce_* metrics of each resample from the drawn reports' labels."""
+    stats = [sample["stats"]["ce"] for sample in samples]
+    predicted = [s["predicted"] for s in stats]
+    reference = [s["reference"] for s in stats]
+    computed: dict[str, np.ndarray] = {}
+    for convention, suffix in ((stats[0]["uncertain"], ""), ("negative", UNCERTAIN_NEGATIVE_SUFFIX)):
+        for group, observations in OBSERVATION_GROUPS.items():
+            outcomes = _outcomes(
+                binarize(predicted, observations, convention), binarize(reference, observations, convention)
+            )
+            summed = [counts @ outcome for outcome in outcomes]  # (B, observations) each
+            for name, value in scores_from_counts(*summed).items():
+                average, measure = name.split("_")
+                computed[f"ce_{average}_{measure}_{group}{suffix}"] = value
+    return {name: computed[name] for name in metrics}

@@ -25,7 +25,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score generated reports (NLG, clinical efficacy, severity, format, consistency)",
         description="Score a predictions JSONL, or generate predictions from a model first, and write "
-        "DIR/metrics.json and DIR/metrics.md.",
+        "DIR/metrics.json (with bootstrap 95%% intervals), DIR/metrics.md and DIR/samples.jsonl.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -90,6 +90,13 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score empty predictions as empty reports instead of rejecting the file",
     )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="resamples of the studies for the 95%% intervals in metrics.json's ci95 (default 1000; 0 turns them off)",
+    )
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
     from himed.metrics.model_metrics import add_model_metric_arguments
 
     add_model_metric_arguments(parser)
@@ -132,6 +139,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         "uncertain": args.uncertain,
         "meteor": args.meteor,
         "radgraph": None,
+        "bootstrap": args.bootstrap,
+        "bootstrap_seed": args.bootstrap_seed,
     }
     if args.radgraph_python:
         options["radgraph"] = {
@@ -139,11 +148,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             "model_type": args.radgraph_model,
             "model_cache_dir": args.radgraph_cache_dir,
         }
-    from himed.metrics.model_metrics import model_metric_options
+    from himed.metrics.model_metrics import model_metric_families, model_metric_options
 
     chexbert = {"checkpoint": args.chexbert_checkpoint, "tokenizer": args.chexbert_tokenizer}
     has_chexbert = args.chexbert_checkpoint and args.chexbert_tokenizer
-    options["model_metrics"] = model_metric_options(args, chexbert if has_chexbert else None, options["radgraph"])
+    model_metrics = model_metric_options(args, chexbert if has_chexbert else None, options["radgraph"])
+    options["families"] = model_metric_families(model_metrics)
     rows = None
     if args.data is not None:
         from himed.data.loaders import load_rows
@@ -198,22 +208,31 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="print runs' metrics side by side (e.g. base -> SFT -> RL)",
-        description="A table with one column per metrics.json (in the order given), one row per metric, and the "
-        "change of each later run against the first.",
+        description="A table with one column per metrics.json (in the order given), one row per metric, the "
+        "change of each later run against the first and, from each run's samples.jsonl when the runs share study "
+        "ids, a paired bootstrap p-value against the first.",
     )
     parser.add_argument("runs", nargs="+", help="metrics.json files (or directories holding one)")
     parser.add_argument("--names", help="comma-separated column names (default: each file's directory name)")
     parser.add_argument("--output", help="also write the table to this Markdown file")
     parser.add_argument("--no-deltas", action="store_true", help="leave out the change-vs-first columns")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="resamples for the paired bootstrap p-values from each run's samples.jsonl (default 1000; 0: none)",
+    )
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the paired resamples (default 0)")
     parser.set_defaults(handler=_compare)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from himed.metrics.compare import compare_table, load_runs
+    from himed.metrics.compare import compare_table, load_runs, paired_tests
 
     names = [name.strip() for name in args.names.split(",")] if args.names else None
     runs = load_runs(args.runs, names)
-    table = compare_table(runs, deltas=not args.no_deltas)
+    p_values, notes = paired_tests(runs, resamples=args.bootstrap, seed=args.bootstrap_seed)
+    table = compare_table(runs, deltas=not args.no_deltas, p_values=p_values, notes=notes)
     print(table)
     if args.output:
         Path(args.output).write_text(table + "\n", encoding="utf-8")

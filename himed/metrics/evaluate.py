@@ -4,8 +4,10 @@ The steps live in their own modules: reading a predictions file and choosing the
 (:mod:`himed.metrics.predictions`), generating predictions from a model (:mod:`himed.metrics.generation`) and
 computing the metrics (:mod:`himed.metrics.scoring`). This module ties them together and writes the results.
 
-Writes ``DIR/metrics.json`` ``{"metrics": {name: number}, "config": {...}, "n": int}`` and ``DIR/metrics.md`` (the
-same numbers as a table, generated from the same dict); docs/evaluation.md describes both.
+Writes ``DIR/metrics.json`` ``{"metrics": {name: number}, "ci95": {name: [low, high]}, "config": {...}, "n": int}``,
+``DIR/metrics.md`` (the same numbers as a table, generated from the same dict) and ``DIR/samples.jsonl`` (per-study
+scores and sufficient statistics, what the intervals and ``himed compare``'s paired test are computed from;
+:mod:`himed.metrics.bootstrap`); docs/evaluation.md describes all three.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from himed.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, confidence_intervals
 from himed.metrics.generation import (
     BACKENDS,
     GenerationSettings,
@@ -24,7 +27,10 @@ from himed.metrics.generation import (
     generate_predictions,
 )
 from himed.metrics.predictions import SECTION_CHOICES, PredictionLine, attach_references, read_predictions
-from himed.metrics.scoring import CLEAN_CHOICES, score_lines
+from himed.metrics.scoring import CLEAN_CHOICES, score_lines, score_samples
+
+# Beside metrics.json: one line per scored study with its scores and statistics.
+SAMPLES_FILE = "samples.jsonl"
 
 # The names callers import from here: the evaluate API, wherever each part lives.
 __all__ = [
@@ -43,7 +49,9 @@ __all__ = [
     "metrics_markdown",
     "read_predictions",
     "score_lines",
+    "score_samples",
     "write_metrics",
+    "write_samples",
 ]
 
 
@@ -74,10 +82,24 @@ def metrics_markdown(result: Mapping[str, Any]) -> str:
         f"METEOR: {config.get('meteor')}; labeler `{config.get('labeler')}` (uncertain counted "
         f"{config.get('uncertain')}).",
         "",
-        "| metric | value |",
-        "|---|---:|",
     ]
-    lines += [f"| {name} | {format_value(value)} |" for name, value in result["metrics"].items()]
+    ci95 = result.get("ci95")
+    if ci95 is not None:
+        bootstrap = config.get("bootstrap", {})
+        lines += [
+            f"95% intervals: percentile bootstrap over the {result['n']} studies, {bootstrap.get('resamples')} "
+            f"resamples, seed {bootstrap.get('seed')}; corpus metrics recomputed on each resample.",
+            "",
+            "| metric | value | 95% CI |",
+            "|---|---:|---:|",
+        ]
+        for name, value in result["metrics"].items():
+            interval = ci95.get(name)
+            shown = f"[{format_value(interval[0])}, {format_value(interval[1])}]" if interval else "-"
+            lines.append(f"| {name} | {format_value(value)} | {shown} |")
+    else:
+        lines += ["| metric | value |", "|---|---:|"]
+        lines += [f"| {name} | {format_value(value)} |" for name, value in result["metrics"].items()]
     cleaning = (
         "the text as given (whitespace collapsed; --clean none: not R2Gen's cleaning)"
         if config.get("clean") == "none"
@@ -91,6 +113,13 @@ def metrics_markdown(result: Mapping[str, Any]) -> str:
     ]
     if "meteor_nltk" in result["metrics"]:
         lines += ["", "meteor_nltk is nltk's METEOR, not the METEOR 1.5 jar: not comparable with papers' METEOR."]
+    if any(name.startswith("ce_") for name in result["metrics"]):
+        lines += [
+            "",
+            f"ce_*: uncertain labels counted {config.get('uncertain')} (--uncertain; positive by default, CheXpert's "
+            "U-Ones); ce_*_uneg: uncertain counted negative, the convention of LLaVA-Rad's default evaluation (its "
+            '"+" mode counts uncertain positive) and of MAIRA-2. Compare each with the paper using the same one.',
+        ]
     if config.get("labeler") == "rules":
         lines += [
             "",
@@ -107,14 +136,33 @@ def metrics_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_metrics(out_dir: str | Path, metrics: Mapping[str, float], config: Mapping[str, Any], n: int) -> Path:
-    """Write DIR/metrics.json and DIR/metrics.md; returns the JSON path."""
+def write_metrics(
+    out_dir: str | Path,
+    metrics: Mapping[str, float],
+    config: Mapping[str, Any],
+    n: int,
+    ci95: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """Write DIR/metrics.json and DIR/metrics.md; returns the JSON path. ``ci95``: left out when None."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"metrics": dict(metrics), "config": {**config, "versions": _versions()}, "n": n}
+    result: dict[str, Any] = {"metrics": dict(metrics)}
+    if ci95 is not None:
+        result["ci95"] = {name: list(interval) for name, interval in ci95.items()}
+    result.update({"config": {**config, "versions": _versions()}, "n": n})
     path = out_dir / "metrics.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out_dir / "metrics.md").write_text(metrics_markdown(result), encoding="utf-8")
+    return path
+
+
+def write_samples(out_dir: str | Path, samples: Sequence[Mapping[str, Any]]) -> Path:
+    """Write DIR/samples.jsonl: one record per scored study (docs/evaluation.md gives the fields)."""
+    path = Path(out_dir) / SAMPLES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as file:
+        for sample in samples:
+            file.write(json.dumps(sample, separators=(",", ":")) + "\n")
     return path
 
 
@@ -125,13 +173,27 @@ def evaluate_predictions_file(
     rows: Sequence[Mapping] | None = None,
     allow_empty: bool = False,
     extra_config: Mapping[str, Any] | None = None,
+    bootstrap: int = DEFAULT_RESAMPLES,
+    bootstrap_seed: int = DEFAULT_SEED,
     **options: Any,
 ) -> dict[str, Any]:
-    """Read, score and write; ``rows``: dataset rows supplying references by id. Returns the metrics.json dict."""
+    """Read, score and write metrics.json, metrics.md and samples.jsonl; ``rows``: dataset rows supplying
+    references by id; ``bootstrap``: resamples for the 95% intervals (0: none). Returns the metrics.json dict."""
+    if bootstrap < 0:
+        raise ValueError(f"--bootstrap must be 0 (off) or a number of resamples, got {bootstrap}")
     lines = read_predictions(predictions, allow_empty=allow_empty, need_references=rows is None)
     if rows is not None:
         lines = attach_references(lines, rows, str(predictions))
-    metrics, config, n = score_lines(lines, **options)
-    config = {"predictions": str(predictions), **dict(extra_config or {}), **config}
-    path = write_metrics(out_dir, metrics, config, n)
+    scored = score_samples(lines, **options)
+    config = {"predictions": str(predictions), **dict(extra_config or {}), **scored.config}
+    config["samples"] = SAMPLES_FILE
+    ci95 = None
+    if bootstrap:
+        ci95, config["bootstrap"] = confidence_intervals(
+            scored.samples, scored.families, resamples=bootstrap, seed=bootstrap_seed
+        )
+    else:
+        config["bootstrap"] = {"resamples": 0}
+    write_samples(out_dir, scored.samples)
+    path = write_metrics(out_dir, scored.metrics, config, scored.n, ci95)
     return json.loads(path.read_text(encoding="utf-8"))

@@ -2,7 +2,9 @@
 
 Each family lives in its own module (``himed.metrics.ratescore``, ``himed.verifiers.green``,
 ``himed.metrics.rexrank``) and returns corpus values and per-sample scores; this module decides which ones run from
-the command line, and merges them into the evaluation (``score_model_metrics``, called by ``score_lines``).
+the command line, and hands them to the evaluation as metric families (``model_metric_families``, the ``families``
+argument of ``himed.metrics.scoring.score_samples``), so their per-sample scores reach samples.jsonl and the
+bootstrap intervals.
 
 - RaTEScore runs when both ``--ratescore-ner`` and ``--ratescore-embedding`` are given; GREEN when ``--green-base-url``
   and ``--green-model`` are. Both score the texts as written (no R2Gen cleaning), like the labelers.
@@ -47,33 +49,35 @@ class ModelMetricOptions:
             raise ValueError(f"--rexrank-reference must be one of {', '.join(REFERENCE_STYLES)}")
 
 
-def score_model_metrics(
-    lines: Sequence[Any], predictions: Sequence[str], references: Sequence[str], options: ModelMetricOptions
-) -> tuple[dict[str, float], dict[str, list[float | None]], dict[str, Any], dict[str, str]]:
-    """(corpus metrics, per-sample scores, config entries, undefined metric -> reason) of the configured families."""
-    metrics: dict[str, float] = {}
-    scores: dict[str, list[float | None]] = {}
-    config: dict[str, Any] = {}
+def score_model_metrics(lines: Sequence[Any], predictions: Sequence[str], references: Sequence[str],
+                        options: ModelMetricOptions) -> list[Any]:  # fmt: skip
+    """One ``FamilyResult`` per configured family (``himed.metrics.families``): corpus values, per-sample scores
+    (written to samples.jsonl and resampled by the bootstrap), config entries, and left-out metrics with reasons.
+
+    Every corpus value here is the mean of its per-sample score (family ``mean``; None where a sample could not be
+    scored), except ``inv_radcliq_v1`` = 1 / mean RadCliQ-v1 (family ``reciprocal_mean``, ``himed.metrics.rexrank``).
+    """
+    from himed.metrics.families import FamilyResult
+
+    results: list[FamilyResult] = []
     undefined: dict[str, str] = {}
     predictions, references = list(predictions), list(references)
     if options.ratescore is not None:
         from himed.metrics.ratescore import ratescore
 
         corpus, per_sample, info = ratescore(predictions, references, **options.ratescore)
-        metrics.update(corpus)
-        scores["ratescore"] = per_sample
-        config["ratescore"] = info
+        results.append(FamilyResult("mean", corpus, {"ratescore": per_sample}, config={"ratescore": info}))
     elif options.suite == "rexrank":
         undefined["ratescore"] = "no --ratescore-ner and --ratescore-embedding model folders given"
     if options.green is not None:
-        from himed.verifiers.green import green
+        from himed.verifiers.green import ERROR_NAMES, green
 
         corpus, analyses, info = green(predictions, references, **options.green)
-        if "green" not in corpus:
-            undefined["green"] = "the GREEN judge could not score any pair"
-        metrics.update(corpus)
-        scores["green"] = [None if a is None else a.score for a in analyses]
-        config["green"] = info
+        scores: dict[str, list[float | None]] = {"green": [None if a is None else a.score for a in analyses]}
+        for position, name in enumerate(ERROR_NAMES):
+            scores[f"green_errors_{name}"] = [None if a is None else float(a.significant[position]) for a in analyses]
+        missing = {} if "green" in corpus else {"green": "the GREEN judge could not score any pair"}
+        results.append(FamilyResult("mean", corpus, scores, config={"green": info}, undefined=missing))
     elif options.suite == "rexrank":
         undefined["green"] = "no --green-base-url and --green-model given"
     if options.suite == "rexrank":
@@ -86,14 +90,27 @@ def score_model_metrics(
         corpus, per_sample, info, missing = rexrank_suite(
             predictions, rexrank_references, options.rexrank or RexrankOptions()
         )
-        metrics.update(corpus)
-        scores.update(per_sample)
-        undefined.update(missing)
         changed = sum(a != b for a, b in zip(rexrank_references, references, strict=True))
-        config["rexrank"] = {**info, "reference": options.rexrank_reference, "references_rewritten": changed}
-    if options.suite != "default":
-        config["suite"] = options.suite
-    return metrics, scores, config, undefined
+        info = {"rexrank": {**info, "reference": options.rexrank_reference, "references_rewritten": changed}}
+        means = {name: value for name, value in corpus.items() if name != "inv_radcliq_v1"}
+        results.append(FamilyResult("mean", means, per_sample, config={**info, "suite": "rexrank"}, undefined=missing))
+        if "inv_radcliq_v1" in corpus:
+            results.append(FamilyResult("reciprocal_mean", {"inv_radcliq_v1": corpus["inv_radcliq_v1"]}))
+    if undefined:
+        results.append(FamilyResult("mean", {}, undefined=undefined))
+    return results
+
+
+def model_metric_families(options: ModelMetricOptions | None) -> list[Any]:
+    """The ``families`` argument of ``himed.metrics.scoring.score_samples`` for these options (empty for None)."""
+    if options is None:
+        return []
+
+    def model_metrics(texts) -> list[Any]:
+        # Model-based metrics read the texts as written (like the labelers), not the R2Gen-cleaned ones.
+        return score_model_metrics(texts.lines, texts.predictions, texts.references, options)
+
+    return [model_metrics]
 
 
 def add_model_metric_arguments(parser: argparse.ArgumentParser) -> None:

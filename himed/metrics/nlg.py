@@ -36,6 +36,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from himed.metrics.families import FamilyResult
+
 logger = logging.getLogger(__name__)
 
 NLG_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
@@ -140,8 +142,9 @@ class Meteor15Jar:
             raise RuntimeError(f"the METEOR 1.5 jar stopped answering (exit code {code}); is Java working?")
         return line.decode("utf-8").strip()
 
-    def score(self, hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, list[float]]:
-        """Corpus METEOR and per-pair scores; texts must already be ``coco_text``-clean (checked)."""
+    def score(self, hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, list[float], list[str]]:
+        """Corpus METEOR, per-pair scores and the jar's segment statistics lines (what its corpus score is computed
+        from; ``himed.metrics.nlg_statistics``); texts must already be ``coco_text``-clean (checked)."""
         for text in (*hypotheses, *references):
             if "\n" in text or "\r" in text or "|||" in text:
                 raise ValueError(f"METEOR input must be coco_text()-clean (no newline, no '|||'): {text[:80]!r}")
@@ -173,7 +176,7 @@ class Meteor15Jar:
         self._process.stdin.write("EVAL ||| {}\n".format(" ||| ".join(stats)).encode("utf-8"))
         self._process.stdin.flush()
         scores = [float(self._readline()) for _ in lines]
-        return float(self._readline()), scores
+        return float(self._readline()), scores, stats
 
     def close(self) -> None:
         if self._process.poll() is None:
@@ -242,8 +245,22 @@ def nlg_metrics(
     Texts are passed through ``coco_text`` first. Returns the metrics and a small dict describing how they were
     computed (for metrics.json's config).
     """
-    from pycocoevalcap.bleu.bleu import Bleu
+    families, info = nlg_families(hypotheses, references, meteor=meteor)
+    return {name: value for family in families for name, value in family.metrics.items()}, info
+
+
+def nlg_families(
+    hypotheses: Sequence[str], references: Sequence[str], meteor: str = "auto"
+) -> tuple[list[FamilyResult], dict[str, object]]:
+    """The NLG metrics as metric families: corpus values, per-pair scores and per-pair sufficient statistics.
+
+    Per-pair scores: pycocoevalcap's sentence BLEU-k (its ``bleu_list``), the jar's segment METEOR, ROUGE-L and
+    CIDEr with the whole set's IDF. Statistics: see ``himed.metrics.nlg_statistics``.
+    """
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
     from pycocoevalcap.cider.cider import Cider
+
+    from himed.metrics.nlg_statistics import bleu_statistics, cider_statistics, parse_meteor_stats
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
@@ -263,7 +280,7 @@ def nlg_metrics(
 
         def run_meteor() -> None:
             try:
-                meteor_result["score"] = jar.score(hyps, refs)[0]
+                meteor_result["score"] = jar.score(hyps, refs)
             except BaseException as error:
                 meteor_result["error"] = error
             finally:
@@ -272,22 +289,49 @@ def nlg_metrics(
         meteor_thread = threading.Thread(target=run_meteor, daemon=True)
         meteor_thread.start()
 
+    # pycocoevalcap's Bleu(4).compute_score, with the scorer kept for its per-pair counts.
+    bleu_scorer = BleuScorer(n=4)
+    for hyp, ref in zip(hyps, refs, strict=True):
+        bleu_scorer += (hyp, [ref])
+    bleu, bleu_per_pair = bleu_scorer.compute_score(option="closest", verbose=0)
+    families = [
+        FamilyResult(
+            "bleu",
+            {f"bleu_{n + 1}": float(bleu[n]) for n in range(4)},
+            scores={f"bleu_{n + 1}": [float(s) for s in bleu_per_pair[n]] for n in range(4)},
+            stats=bleu_statistics(bleu_scorer.ctest),
+        )
+    ]
+    rouge = rouge_l_scores(hyps, refs)
+    families.append(FamilyResult("mean", {"rouge_l": float(np.mean(rouge))}, scores={"rouge_l": rouge.tolist()}))
     gts = {i: [ref] for i, ref in enumerate(refs)}
     res = {i: [hyp] for i, hyp in enumerate(hyps)}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    metrics: dict[str, float] = {f"bleu_{n + 1}": float(bleu[n]) for n in range(4)}
-    metrics["rouge_l"] = float(np.mean(rouge_l_scores(hyps, refs)))
-    cider, _ = Cider().compute_score(gts, res)
-    metrics["cider"] = float(cider)
+    cider, cider_per_pair = Cider().compute_score(gts, res)
+    families.append(
+        FamilyResult(
+            "cider",
+            {"cider": float(cider)},
+            scores={"cider": [float(s) for s in cider_per_pair]},
+            stats=cider_statistics(hyps, refs),
+        )
+    )
 
     info: dict[str, object] = {"meteor": "meteor-1.5 jar" if variant == "jar" else "nltk"}
     if meteor_thread is not None:
         meteor_thread.join()
         if "error" in meteor_result:
             raise RuntimeError(f"METEOR 1.5 failed: {meteor_result['error']}") from meteor_result["error"]
-        metrics["meteor"] = float(meteor_result["score"])
+        corpus, segment_scores, stats = meteor_result["score"]
+        families.append(
+            FamilyResult(
+                "meteor",
+                {"meteor": float(corpus)},
+                scores={"meteor": segment_scores},
+                stats=[parse_meteor_stats(line) for line in stats],
+            )
+        )
     else:
         scores, has_wordnet = meteor_nltk_scores(hyps, refs)
-        metrics["meteor_nltk"] = float(np.mean(scores))
+        families.append(FamilyResult("mean", {"meteor_nltk": float(np.mean(scores))}, scores={"meteor_nltk": scores}))
         info["meteor_nltk_wordnet"] = has_wordnet
-    return metrics, info
+    return families, info

@@ -379,3 +379,26 @@ def rexrank_markdown(metrics: Mapping[str, float], undefined: Mapping[str, str])
     lines += ["", "Where this computation departs from ReXrank's:", ""]
     lines += [f"- {departure}" for departure in DEPARTURES]
     return "\n".join(lines) + "\n"
+
+
+def _register_reciprocal_mean() -> None:
+    from himed.metrics.families import CORPUS_FUNCTIONS, corpus_family, mean_corpus
+
+    if "reciprocal_mean" in CORPUS_FUNCTIONS:
+        return
+
+    @corpus_family("reciprocal_mean")
+    def reciprocal_mean(samples, metrics, counts):
+        """``inv_<x>`` = 1 / (the mean of the per-sample ``<x>``) on each resample: 1/RadCliQ-v1 of the leaderboard."""
+        import numpy as np
+
+        out = {}
+        for name in metrics:
+            base = name.removeprefix("inv_")
+            means = mean_corpus(samples, [base], counts)[base]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[name] = np.where(means != 0, 1.0 / means, np.nan)
+        return out
+
+
+_register_reciprocal_mean()

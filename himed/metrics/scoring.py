@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from himed.data.sections import DEFAULT_SECTIONS, parse_strict, validate_sections
+from himed.metrics.families import FamilyResult
 from himed.metrics.predictions import PredictionLine, section_pairs
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,71 @@ def _run_in_thread(function, *args, **kwargs) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
-def score_lines(
+@dataclass
+class ScoringInput:
+    """The texts of the kept lines, as every metric family receives them (one entry per scored study)."""
+
+    lines: list[PredictionLine]
+    predictions: list[str]  # the section texts as written (labelers, RadGraph, severity)
+    references: list[str]
+    cleaned_predictions: list[str]  # R2Gen-cleaned (--clean) texts (NLG metrics)
+    cleaned_references: list[str]
+
+
+# An additional metric family: called with the texts, returns its FamilyResult(s). ``score_samples(families=...)``
+# runs each one after the built-in metrics; this is where metrics such as RaTEScore or GREEN plug in.
+FamilyScorer = Callable[[ScoringInput], "FamilyResult | Sequence[FamilyResult]"]
+
+
+@dataclass
+class Scored:
+    """Everything an evaluation computed: the corpus metrics, the per-sample records and how to resample them."""
+
+    metrics: dict[str, float]
+    config: dict[str, Any]
+    n: int
+    samples: list[dict[str, Any]]  # the samples.jsonl records, in the order of the kept lines
+    families: dict[str, list[str]]  # family -> the metric names its corpus function recomputes
+
+
+def _collect(results: Sequence[FamilyResult], kept: Sequence[PredictionLine]) -> tuple[dict, list, dict, dict, dict]:
+    """Merge family results: (metrics, samples, families, config entries, undefined)."""
+    n = len(kept)
+    metrics: dict[str, float] = {}
+    families: dict[str, list[str]] = {}
+    config: dict[str, Any] = {}
+    undefined: dict[str, str] = {}
+    samples = [{"id": line.id, "line": line.line, "scores": {}, "stats": {}} for line in kept]
+    for result in results:
+        for name, value in result.metrics.items():
+            if name in metrics:
+                raise ValueError(f"metric {name!r} is computed by two metric families")
+            metrics[name] = value
+        families.setdefault(result.family, []).extend(result.metrics)
+        for name, values in result.scores.items():
+            if len(values) != n:
+                raise ValueError(f"{result.family}: {len(values)} per-sample {name!r} scores for {n} studies")
+            for sample, value in zip(samples, values, strict=True):
+                sample["scores"][name] = None if value is None else float(value)
+        if result.stats is not None:
+            if len(result.stats) != n:
+                raise ValueError(f"{result.family}: {len(result.stats)} per-sample statistics for {n} studies")
+            if result.family in samples[0]["stats"]:
+                raise ValueError(f"two metric families write statistics under {result.family!r}")
+            for sample, stats in zip(samples, result.stats, strict=True):
+                sample["stats"][result.family] = stats
+        config.update(result.config)
+        undefined.update(result.undefined)
+    return metrics, samples, families, config, undefined
+
+
+def score_lines(lines: Sequence[PredictionLine], **options: Any) -> tuple[dict[str, float], dict[str, Any], int]:
+    """All metrics for validated lines: (metrics, config, n scored pairs); ``options`` as :func:`score_samples`."""
+    scored = score_samples(lines, **options)
+    return scored.metrics, scored.config, scored.n
+
+
+def score_samples(
     lines: Sequence[PredictionLine],
     *,
     clean: str = "mimic_cxr",
@@ -57,19 +123,19 @@ def score_lines(
     uncertain: str = "positive",
     meteor: str = "auto",
     radgraph: Mapping[str, Any] | None = None,
-    model_metrics: Any = None,
-) -> tuple[dict[str, float], dict[str, Any], int]:
-    """All metrics for validated lines: (metrics, config, n scored pairs). See the module docstring.
+    families: Sequence[FamilyScorer] = (),
+) -> Scored:
+    """All metrics for validated lines, with their per-sample records. See the module docstring.
 
     ``radgraph``: keyword arguments of ``himed.clinical.radgraph.get_radgraph_bridge`` (``python``, ``model_type``,
-    ``model_cache_dir``, ...); RadGraph F1 is computed only when it is given. ``model_metrics``: a
-    ``himed.metrics.model_metrics.ModelMetricOptions`` (RaTEScore, GREEN, ``--suite rexrank``), or None.
+    ``model_cache_dir``, ...); RadGraph F1 is computed only when it is given. ``families``: additional metric
+    families (:data:`FamilyScorer`), scored after the built-in ones.
     """
     from himed.clinical.labelers import get_labeler
-    from himed.clinical.severity import severity_metrics
+    from himed.clinical.severity import severity_metrics, severity_scores
     from himed.data.normalize import clean_report
-    from himed.metrics.clinical_efficacy import clinical_efficacy
-    from himed.metrics.nlg import coco_text, nlg_metrics
+    from himed.metrics.clinical_efficacy import clinical_efficacy_family
+    from himed.metrics.nlg import coco_text, nlg_families
     from himed.rewards.consistency import OBSERVATION_SETS, count_clashes
 
     if clean not in CLEAN_CHOICES:
@@ -79,7 +145,7 @@ def score_lines(
     n = len(kept)
     cleaned_predictions = [clean_report(text, style=clean) for text in predictions]
     cleaned_references = [clean_report(text, style=clean) for text in references]
-    nlg_thread, nlg_box = _run_in_thread(nlg_metrics, cleaned_predictions, cleaned_references, meteor=meteor)
+    nlg_thread, nlg_box = _run_in_thread(nlg_families, cleaned_predictions, cleaned_references, meteor=meteor)
     radgraph_thread = radgraph_box = None
     if radgraph is not None:
         from himed.clinical.radgraph import get_radgraph_bridge
@@ -88,11 +154,12 @@ def score_lines(
         bridge = get_radgraph_bridge(**dict(radgraph))
         radgraph_thread, radgraph_box = _run_in_thread(bridge.f1, predictions, references)
 
-    metrics: dict[str, float] = {}
+    results: list[FamilyResult] = []
     undefined: dict[str, str] = {}
     labeler_object = get_labeler(labeler, **dict(labeler_kwargs or {}))
     parsed = [parse_strict(line.prediction, sections) for line in kept]
-    with_impression = [p for p in parsed if p is not None and "impression" in p]
+    has_impression = [p is not None and "impression" in p for p in parsed]
+    with_impression = [p for p, has in zip(parsed, has_impression, strict=True) if has]
     labels = labeler_object.label(
         [
             *predictions,
@@ -102,37 +169,60 @@ def score_lines(
         ]
     )
     predicted_labels, reference_labels = labels[:n], labels[n : 2 * n]
-    metrics.update(clinical_efficacy(predicted_labels, reference_labels, uncertain=uncertain))
+    results.append(clinical_efficacy_family(predicted_labels, reference_labels, uncertain=uncertain))
 
     severity = severity_metrics(predictions, references)
-    metrics.update(severity)
+    # Per-sample severity with the IDF and min-max scaling fitted on the whole set (as the point estimates are);
+    # the bootstrap keeps them fixed (docs/evaluation.md).
+    per_sample_severity = severity_scores([*predictions, *references])
+    severity_means = {name: severity[name] for name in ("severity_mean", "severity_mean_reference")}
+    results.append(
+        FamilyResult(
+            "mean",
+            severity_means,
+            scores={
+                "severity_mean": per_sample_severity[:n].tolist(),
+                "severity_mean_reference": per_sample_severity[n:].tolist(),
+            },
+        )
+    )
+    correlations = {name: severity[name] for name in ("severity_pearson", "severity_spearman") if name in severity}
     for name in ("severity_pearson", "severity_spearman"):
         if name not in severity:
             undefined[name] = "the predictions' or the references' severity is constant"
+    results.append(FamilyResult("correlation", correlations))
 
-    metrics["format_rate"] = sum(p is not None for p in parsed) / n
+    format_valid = [float(p is not None) for p in parsed]
+    results.append(FamilyResult("mean", {"format_rate": sum(format_valid) / n}, scores={"format_rate": format_valid}))
     if with_impression:
         finding_labels = labels[2 * n : 2 * n + len(with_impression)]
         impression_labels = labels[2 * n + len(with_impression) :]
-        consistent = sum(
-            count_clashes(f, i, OBSERVATION_SETS["all"])[0] == 0
+        clash_free = iter(
+            float(count_clashes(f, i, OBSERVATION_SETS["all"])[0] == 0)
             for f, i in zip(finding_labels, impression_labels, strict=True)
         )
-        metrics["consistency_rate"] = consistent / len(with_impression)
+        consistent = [next(clash_free) if has else None for has in has_impression]
+        rate = sum(c for c in consistent if c is not None) / len(with_impression)
+        results.append(FamilyResult("mean", {"consistency_rate": rate}, scores={"consistency_rate": consistent}))
     else:
         undefined["consistency_rate"] = (
             "no prediction has both sections in the strict format"
             if "impression" in sections
             else "the completion sections have no impression"
         )
-    metrics["length_mean"] = float(np.mean([len(coco_text(t).split()) for t in cleaned_predictions]))
-    metrics["length_mean_reference"] = float(np.mean([len(coco_text(t).split()) for t in cleaned_references]))
+    lengths = {
+        "length_mean": [float(len(coco_text(t).split())) for t in cleaned_predictions],
+        "length_mean_reference": [float(len(coco_text(t).split())) for t in cleaned_references],
+    }
+    results.append(
+        FamilyResult("mean", {name: float(np.mean(values)) for name, values in lengths.items()}, scores=lengths)
+    )
 
     nlg_thread.join()
     if "error" in nlg_box:
         raise nlg_box["error"]
-    nlg_values, nlg_info = nlg_box["result"]
-    metrics = {**nlg_values, **metrics}
+    nlg_results, nlg_info = nlg_box["result"]
+    results = [*nlg_results, *results]
     radgraph_info: dict[str, Any] = {}
     if radgraph_thread is not None:
         radgraph_thread.join()
@@ -143,23 +233,28 @@ def score_lines(
         if unscored == len(per_pair):
             undefined["radgraph_f1"] = "RadGraph could not annotate any pair"
         else:
-            for level in ("simple", "partial", "complete"):
-                metrics[f"radgraph_f1_{level}"] = float(getattr(mean, level))
+            levels = ("simple", "partial", "complete")
+            results.append(
+                FamilyResult(
+                    "mean",
+                    {f"radgraph_f1_{level}": float(getattr(mean, level)) for level in levels},
+                    scores={
+                        f"radgraph_f1_{level}": [None if s is None else getattr(s, level) for s in per_pair]
+                        for level in levels
+                    },
+                )
+            )
         radgraph_info = {
             "radgraph": {"model_type": dict(radgraph).get("model_type", "radgraph-xl"), "unscored_pairs": unscored}
         }
+    if families:
+        texts = ScoringInput(list(kept), list(predictions), list(references), cleaned_predictions, cleaned_references)
+        for scorer in families:
+            extra = scorer(texts)
+            results.extend([extra] if isinstance(extra, FamilyResult) else extra)
 
-    model_config: dict[str, Any] = {}
-    if model_metrics is not None:
-        from himed.metrics.model_metrics import score_model_metrics
-
-        # Model-based metrics read the texts as written, like the labelers; per-sample scores are not kept yet.
-        model_values, _, model_config, model_undefined = score_model_metrics(
-            kept, predictions, references, model_metrics
-        )
-        metrics.update(model_values)
-        undefined.update(model_undefined)
-
+    metrics, samples, family_metrics, family_config, family_undefined = _collect(results, kept)
+    undefined.update(family_undefined)
     config: dict[str, Any] = {
         "clean": clean,
         "section": section,
@@ -168,9 +263,10 @@ def score_lines(
         "uncertain": uncertain,
         **nlg_info,
         **radgraph_info,
+        **family_config,
         "format_valid": sum(p is not None for p in parsed),
         "consistency_scored": len(with_impression),
-        **model_config,
+        "metric_families": family_metrics,
     }
     if section != "report":
         config["section_missing"] = sum(p is None for p in parsed)
@@ -179,4 +275,4 @@ def score_lines(
         logger.warning("%d lines have no reference %s and are left out", len(excluded), section)
     if undefined:
         config["undefined"] = undefined
-    return metrics, config, n
+    return Scored(metrics, config, n, samples, family_metrics)

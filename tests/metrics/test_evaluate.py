@@ -84,10 +84,15 @@ def test_metrics_json_has_the_design_names(evaluated: tuple[Path, dict]) -> None
 def test_metrics_md_shows_the_json_numbers(evaluated: tuple[Path, dict]) -> None:
     out, result = evaluated
     markdown = (out / "metrics.md").read_text()
-    rows = dict(re.findall(r"^\| ([a-z0-9_]+) \| ([-0-9.]+) \|$", markdown, flags=re.MULTILINE))
+    found = re.findall(r"^\| ([a-z0-9_]+) \| ([-0-9.]+) \| (?:\[([-0-9.]+), ([-0-9.]+)\]|-) \|$", markdown, re.M)
+    rows = {name: value for name, value, _, _ in found}
     assert list(rows) == list(result["metrics"])
     for name, value in result["metrics"].items():
         assert float(rows[name]) == pytest.approx(value, abs=5e-5)
+    intervals = {name: [float(low), float(high)] for name, _, low, high in found if low}
+    assert intervals.keys() == result["ci95"].keys()
+    for name, interval in result["ci95"].items():
+        assert intervals[name] == pytest.approx(interval, abs=5e-5)
     assert "not comparable with papers' METEOR" in markdown
 
 

@@ -111,6 +111,12 @@ def test_suite_rexrank_writes_the_table_and_leaves_out_what_cannot_run(
     assert config["suite"] == "rexrank" and config["rexrank"]["references_rewritten"] == 2
     # ReXrank's references: 'Findings: ... Impression: ...', so BLEU-2 of line 1 is below 1 though the text matches.
     assert metrics["rexrank_bleu2"] < 1.0
+    # Per-sample scores reach samples.jsonl, and the bootstrap gives the model-based metrics intervals too.
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["scores"]["green"] for s in samples] == [0.5, 0.0]
+    assert all(0.0 <= s["scores"]["ratescore"] <= 1.0 + 1e-9 for s in samples)
+    assert metrics["ratescore"] == pytest.approx(sum(s["scores"]["ratescore"] for s in samples) / 2)
+    assert result["ci95"]["green"] == [0.0, 0.5]
     markdown = (out / "metrics.md").read_text()
     assert "## ReXrank" in markdown and "RadCliQ-v1 (radcliq_v1): left out, needs rexrank_radgraph" in markdown
     assert "Where this computation departs from ReXrank's" in markdown

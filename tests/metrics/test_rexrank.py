@@ -242,3 +242,17 @@ def test_missing_models_are_left_out_with_reasons_never_zero():
     assert metrics == {"rexrank_bleu2": 1.0}
     assert set(undefined) == {"bertscore", "sembscore", "rexrank_radgraph", "radcliq_v1", "inv_radcliq_v1"}
     assert "--bertscore-model" in undefined["bertscore"] and "needs" in undefined["radcliq_v1"]
+
+
+def test_inverse_radcliq_is_resampled_as_one_over_the_mean():
+    import numpy as np
+
+    from himed.metrics.families import CORPUS_FUNCTIONS
+
+    samples = [{"scores": {"radcliq_v1": value}} for value in (0.5, 1.0, None, 2.0)]
+    counts = np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 1.0, 1.0], [0.0, 0.0, 4.0, 0.0]])
+    values = CORPUS_FUNCTIONS["reciprocal_mean"](samples, ["inv_radcliq_v1"], counts)["inv_radcliq_v1"]
+    # Unscored samples are left out of the mean; a resample with no scored sample is NaN (undefined), not 0.
+    assert values[0] == pytest.approx(1 / ((0.5 + 1.0 + 2.0) / 3))
+    assert values[1] == pytest.approx(1 / ((0.5 * 2 + 2.0) / 3))
+    assert np.isnan(values[2])
