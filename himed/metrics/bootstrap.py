@@ -109,17 +109,26 @@ def paired_p_values(
     *,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    first_values: dict[str, tuple[dict, dict]] | None = None,
 ) -> dict[str, float]:
     """Two-sided paired bootstrap p-value of ``other`` against ``first`` per metric (module docstring).
 
     ``first`` and ``other`` hold the samples.jsonl records of the same studies in the same order.
+    ``first_values``: a dict in which ``first``'s recomputed values are kept and looked up (by metric families),
+    for comparing several runs against one first run over the same studies.
     """
     if len(first) != len(other):
         raise ValueError(f"paired samples differ in length: {len(first)} vs {len(other)}")
     counts = resample_counts(len(first), resamples, seed)
     identity = np.ones((1, len(first)))
-    observed_a, observed_b = corpus_values(first, families, identity), corpus_values(other, families, identity)
-    draws_a, draws_b = corpus_values(first, families, counts), corpus_values(other, families, counts)
+    key = repr(sorted((family, list(names)) for family, names in families.items()))
+    if first_values is not None and key in first_values:
+        observed_a, draws_a = first_values[key]
+    else:
+        observed_a, draws_a = corpus_values(first, families, identity), corpus_values(first, families, counts)
+        if first_values is not None:
+            first_values[key] = (observed_a, draws_a)
+    observed_b, draws_b = corpus_values(other, families, identity), corpus_values(other, families, counts)
     out = {}
     for name in draws_a:
         observed = float(observed_b[name][0] - observed_a[name][0])

@@ -109,6 +109,8 @@ def paired_tests(
     if first_samples is None:
         return out, [f"No paired p-values: {first['name']} has no samples.jsonl beside its metrics.json."]
     first_ids = [record.get("id") for record in first_samples]
+    # The first run's recomputed values, per set of shared studies: computed once for all runs sharing them.
+    first_values: dict[tuple, dict] = {}
     if any(i is None for i in first_ids):
         return out, [f"No paired p-values: {first['name']}'s predictions have no ids to pair studies by."]
     for run in runs[1:]:
@@ -129,7 +131,12 @@ def paired_tests(
         first_by_id = dict(zip(first_ids, first_samples, strict=True))
         families = _shared_families(first, run)
         out[run["name"]] = paired_p_values(
-            [first_by_id[i] for i in shared], [by_id[i] for i in shared], families, resamples=resamples, seed=seed
+            [first_by_id[i] for i in shared],
+            [by_id[i] for i in shared],
+            families,
+            resamples=resamples,
+            seed=seed,
+            first_values=first_values.setdefault(tuple(shared), {}),
         )
     if out:
         notes.append(

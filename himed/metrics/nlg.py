@@ -19,6 +19,9 @@ Variant implemented (what a reader needs to put these numbers next to a paper's 
 - The jar reads one request per line and uses ``|||`` as a field separator: a newline inside a text deadlocks it
   and a stray ``|||`` shifts fields. ``coco_text`` therefore collapses all whitespace to single spaces and removes
   ``|||`` from every text before any scorer sees it, so all four metrics see the same strings.
+- ``nlg_families`` returns the same numbers as metric families (``himed.metrics.families``) with per-pair scores
+  and the per-pair sufficient statistics the bootstrap recomputes the corpus numbers from
+  (``himed.metrics.nlg_statistics``); ``nlg_metrics`` only the corpus numbers.
 - Without ``java`` on the PATH, METEOR falls back to nltk's ``meteor_score`` (mean of per-pair scores, WordNet
   synonyms when nltk's WordNet data is installed, otherwise exact + stem matching only) and is reported as
   ``meteor_nltk``: it is a different number and must never be put next to a paper's METEOR.

@@ -16,9 +16,9 @@ study is drawn), and is checked in tests to give the scorer's number on the full
   of the sums (``MeteorScorer.computeMetrics``) with the ``-l en`` default task's parameters below.
 - CIDEr (pycocoevalcap ``CiderScorer``, n = 4, sigma = 6): the n-gram counts of candidate and reference. The IDF
   comes from the evaluated references (document frequency over the studies, ``log(max(1, df))`` against
-  ``log(N)``, N the studies scored), so on a resample it is recomputed from the drawn studies' references, a study drawn k times
-  counting k times as pycocoevalcap counts it when given that list. Per study and order, the clipped tf-idf
-  cosine ``sum min(h, r) r w^2 / (|h w| |r w|)`` with a gaussian penalty on the difference of the bigram counts
+  ``log(N)``, N the studies scored), so on a resample it is recomputed from the drawn studies' references, a study
+  drawn k times counting k times as pycocoevalcap counts it when given that list. Per study and order, the clipped
+  tf-idf cosine ``sum min(h, r) r w^2 / (|h w| |r w|)`` with a gaussian penalty on the difference of the bigram counts
   (pycocoevalcap's ``length``), averaged over the 4 orders, times 10; the corpus value is the mean over studies.
 """
 

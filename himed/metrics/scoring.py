@@ -9,6 +9,12 @@ mean over the pairs RadGraph could annotate) on the uncleaned texts when a RadGr
 impression sections have no label clash, ``himed.rewards.consistency``); ``length_mean`` and
 ``length_mean_reference`` (tokens of the cleaned texts as the NLG scorers see them, punctuation tokens included).
 
+Each group of metrics is a metric family (``himed.metrics.families``): its corpus values, per-sample scores and
+per-sample sufficient statistics, merged into one :class:`Scored` (the samples.jsonl records and which family
+recomputes each metric on a bootstrap resample). Further families (RaTEScore, GREEN, ...) plug in through
+``score_samples(families=...)``: callables taking the :class:`ScoringInput` texts and returning ``FamilyResult``
+objects.
+
 A metric that is undefined for the evaluated set (a correlation over a constant, consistency without any parsable
 prediction) is left out of the metrics and its reason recorded in ``config.undefined``; it is never written as 0.
 """

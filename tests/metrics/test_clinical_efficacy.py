@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from himed.clinical.observations import CHEXBERT_OBSERVATIONS
-from himed.metrics.clinical_efficacy import binarize, clinical_efficacy, precision_recall_f1
+from himed.metrics.clinical_efficacy import binarize, clinical_efficacy, clinical_efficacy_family, precision_recall_f1
 
 # Five reports; observations by name. Uncertain (-1) counts as positive.
 PREDICTED = [
@@ -59,6 +59,42 @@ def test_uncertain_as_negative_changes_the_counts() -> None:
     # FP: TP 3, FP 3, FN 3 over 14.
     assert scores["ce_micro_precision_14"] == pytest.approx(3 / 6)
     assert scores["ce_micro_recall_14"] == pytest.approx(3 / 6)
+
+
+def test_both_conventions_are_reported_every_time_by_hand() -> None:
+    """ce_* counts uncertain positive (the default), ce_*_uneg counts it negative; hand counts of the same set.
+
+    Uncertain as negative, per observation (TP, FP, FN): Cardiomegaly (1, 0, 1); Edema (0, 0, 1), report 1's
+    uncertain prediction no longer a positive; Pleural Effusion (1, 1, 0), report 2's uncertain reference now
+    negative so its positive prediction is a false positive; Atelectasis (0, 1, 0); No Finding (1, 0, 1);
+    Pneumothorax (0, 1, 0). 14: TP 3, FP 3, FN 3. 5: TP 2 (Cardiomegaly, Effusion), FP 2 (Effusion,
+    Atelectasis), FN 2 (Cardiomegaly, Edema).
+    """
+    family = clinical_efficacy_family(PREDICTED, REFERENCE)
+    scores = family.metrics
+    assert family.family == "ce"
+    # Uncertain positive: the hand counts of test_micro_and_macro_by_hand.
+    assert scores["ce_micro_f1_14"] == pytest.approx(4 / 7)
+    assert scores["ce_macro_precision_14"] == pytest.approx(3 / 14)
+    assert scores["ce_micro_precision_5"] == pytest.approx(3 / 5)
+    # Uncertain negative.
+    assert scores["ce_micro_precision_14_uneg"] == pytest.approx(3 / 6)
+    assert scores["ce_micro_recall_14_uneg"] == pytest.approx(3 / 6)
+    assert scores["ce_micro_f1_14_uneg"] == pytest.approx(3 / 6)
+    assert scores["ce_micro_precision_5_uneg"] == pytest.approx(2 / 4)
+    assert scores["ce_micro_recall_5_uneg"] == pytest.approx(2 / 4)
+    # Macro over 14: precision Cardiomegaly 1, Effusion 1/2, No Finding 1; recall 1/2, 1, 1/2; F1 2/3 each.
+    assert scores["ce_macro_precision_14_uneg"] == pytest.approx(2.5 / 14)
+    assert scores["ce_macro_recall_14_uneg"] == pytest.approx(2 / 14)
+    assert scores["ce_macro_f1_14_uneg"] == pytest.approx(2 / 14)
+    # Macro over 5: Cardiomegaly P 1 R 1/2, Effusion P 1/2 R 1, each F1 2/3; Atelectasis, Edema, Consolidation 0.
+    assert scores["ce_macro_precision_5_uneg"] == pytest.approx(1.5 / 5)
+    assert scores["ce_macro_recall_5_uneg"] == pytest.approx(1.5 / 5)
+    assert scores["ce_macro_f1_5_uneg"] == pytest.approx((4 / 3) / 5)
+    assert len(scores) == 24
+    # Asked to count uncertain negative, the unsuffixed names follow; _uneg stays what it says.
+    negative = clinical_efficacy_family(PREDICTED, REFERENCE, uncertain="negative").metrics
+    assert negative["ce_micro_f1_14"] == pytest.approx(3 / 6) == negative["ce_micro_f1_14_uneg"]
 
 
 def test_matches_a_naive_loop_on_random_matrices() -> None:
