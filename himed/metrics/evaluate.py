@@ -131,7 +131,7 @@ def metrics_markdown(result: Mapping[str, Any]) -> str:
     if config.get("suite") == "rexrank":
         from himed.metrics.rexrank import rexrank_markdown
 
-        lines += ["", rexrank_markdown(result["metrics"], config.get("undefined", {}))]
+        lines += ["", rexrank_markdown(result["metrics"], config.get("undefined", {}), result.get("ci95"))]
     lines += ["", "Configuration:", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
 

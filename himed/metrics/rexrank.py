@@ -368,11 +368,19 @@ REXRANK_COLUMNS = (
 )
 
 
-def rexrank_markdown(metrics: Mapping[str, float], undefined: Mapping[str, str]) -> str:
-    """The ReXrank table of an evaluation (metrics.md), every left-out column with its reason, and the departures."""
-    lines = ["## ReXrank", "", "| " + " | ".join(c for c, _ in REXRANK_COLUMNS) + " |"]
-    lines.append("|" + "---:|" * len(REXRANK_COLUMNS))
-    lines.append("| " + " | ".join(f"{metrics[m]:.4f}" if m in metrics else "-" for _, m in REXRANK_COLUMNS) + " |")
+def rexrank_markdown(
+    metrics: Mapping[str, float], undefined: Mapping[str, str], ci95: Mapping[str, Sequence[float]] | None = None
+) -> str:
+    """The ReXrank table of an evaluation (metrics.md) with a row of 95% intervals when there are any, every
+    left-out column with its reason, and the departures."""
+    lines = ["## ReXrank", "", "| | " + " | ".join(c for c, _ in REXRANK_COLUMNS) + " |"]
+    lines.append("|---|" + "---:|" * len(REXRANK_COLUMNS))
+    lines.append(
+        "| value | " + " | ".join(f"{metrics[m]:.4f}" if m in metrics else "-" for _, m in REXRANK_COLUMNS) + " |"
+    )
+    if ci95:
+        shown = [f"[{ci95[m][0]:.4f}, {ci95[m][1]:.4f}]" if m in ci95 else "-" for _, m in REXRANK_COLUMNS]
+        lines.append("| 95% CI | " + " | ".join(shown) + " |")
     for column, name in REXRANK_COLUMNS:
         if name not in metrics:
             lines.append(f"\n{column} ({name}): left out, {undefined.get(name, 'not configured')}.")

@@ -120,6 +120,7 @@ def test_suite_rexrank_writes_the_table_and_leaves_out_what_cannot_run(
     markdown = (out / "metrics.md").read_text()
     assert "## ReXrank" in markdown and "RadCliQ-v1 (radcliq_v1): left out, needs rexrank_radgraph" in markdown
     assert "Where this computation departs from ReXrank's" in markdown
+    assert "| 95% CI | - | - | [" in markdown  # the intervals of the computed columns
 
 
 def test_ratescore_alone_in_the_default_suite(models, predictions, tmp_path):

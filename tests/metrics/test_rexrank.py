@@ -232,8 +232,10 @@ def test_full_suite_and_its_table(roberta, chexbert, fake_radgraph, monkeypatch)
         assert scores["radcliq_v1"][i] == pytest.approx(radcliq_v1(*row))
     assert metrics["radcliq_v1"] == pytest.approx(sum(scores["radcliq_v1"]) / 3)
     assert metrics["inv_radcliq_v1"] == pytest.approx(1 / metrics["radcliq_v1"])
-    table = rexrank_markdown(metrics, undefined)
-    assert "| 1/RadCliQ-v1 | RadCliQ-v1 | BLEU-2 | BERTScore | SembScore | RadGraph | RaTEScore | GREEN |" in table
+    table = rexrank_markdown(metrics, undefined, {"bertscore": [0.1, 0.2]})
+    assert "| | 1/RadCliQ-v1 | RadCliQ-v1 | BLEU-2 | BERTScore | SembScore | RadGraph | RaTEScore | GREEN |" in table
+    assert f"| value | {metrics['inv_radcliq_v1']:.4f} |" in table
+    assert "| 95% CI | - | - | - | [0.1000, 0.2000] | - |" in table
     assert "RaTEScore (ratescore): left out" in table and "departs from ReXrank" in table
 
 
