@@ -224,6 +224,18 @@ class CheXbertLabeler:
             out.extend(classes.tolist())
         return out
 
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """The final hidden state of [CLS] per report, (n, hidden) float32 on CPU: what the heads classify from
+        (before dropout), and what SembScore (CXR-Report-Metric's ``CheXbert/src/encode.py``) compares."""
+        texts = list(texts)
+        rows = []
+        for begin in range(0, len(texts), self.batch_size):
+            batch = self._encode(texts[begin : begin + self.batch_size])
+            hidden = self.model.bert(**batch).last_hidden_state
+            rows.append(hidden[:, 0, :].float().cpu())
+        return torch.cat(rows) if rows else torch.zeros(0, self.model.config.hidden_size)
+
     def label(self, texts: Sequence[str]) -> list[dict[str, int]]:
         """Labels (docs/data.md) for each report."""
         results = []

@@ -35,6 +35,7 @@ def _load_corpus_functions() -> None:
     """Import the modules that register the built-in families' corpus functions."""
     import himed.metrics.clinical_efficacy  # noqa: F401
     import himed.metrics.nlg_statistics  # noqa: F401
+    import himed.metrics.rexrank  # noqa: F401  (reciprocal_mean: 1/RadCliQ-v1)
 
 
 def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:

@@ -104,6 +104,9 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="score empty predictions as empty reports instead of rejecting the file",
     )
     _add_bootstrap_arguments(parser, "the 95%% intervals in metrics.json's ci95")
+    from himed.metrics.model_metrics import add_model_metric_arguments
+
+    add_model_metric_arguments(parser)
     generation = parser.add_argument_group("generation (--model)")
     generation.add_argument(
         "--backend", default="hf", choices=["hf", "vllm"], help="hf: transformers generate (CPU/GPU); vllm: GPU"
@@ -132,8 +135,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     labeler_kwargs = {}
     if args.labeler == "chexbert":
         labeler_kwargs = {"checkpoint": args.chexbert_checkpoint, "tokenizer": args.chexbert_tokenizer}
-    elif args.chexbert_checkpoint or args.chexbert_tokenizer:
-        raise ValueError("--chexbert-checkpoint/--chexbert-tokenizer need --labeler chexbert")
+    elif (args.chexbert_checkpoint or args.chexbert_tokenizer) and args.suite != "rexrank":
+        raise ValueError("--chexbert-checkpoint/--chexbert-tokenizer need --labeler chexbert (or --suite rexrank)")
     options = {
         "clean": args.clean,
         "section": args.section,
@@ -152,6 +155,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             "model_type": args.radgraph_model,
             "model_cache_dir": args.radgraph_cache_dir,
         }
+    from himed.metrics.model_metrics import model_metric_families, model_metric_options
+
+    chexbert = {"checkpoint": args.chexbert_checkpoint, "tokenizer": args.chexbert_tokenizer}
+    has_chexbert = args.chexbert_checkpoint and args.chexbert_tokenizer
+    model_metrics = model_metric_options(args, chexbert if has_chexbert else None, options["radgraph"])
+    options["families"] = model_metric_families(model_metrics)
     rows = None
     if args.data is not None:
         from himed.data.loaders import load_rows

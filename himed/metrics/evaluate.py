@@ -130,6 +130,10 @@ def metrics_markdown(result: Mapping[str, Any]) -> str:
         ]
     for name, reason in config.get("undefined", {}).items():
         lines.append(f"\n{name}: not defined for this set ({reason}).")
+    if config.get("suite") == "rexrank":
+        from himed.metrics.rexrank import rexrank_markdown
+
+        lines += ["", rexrank_markdown(result["metrics"], config.get("undefined", {}), result.get("ci95"))]
     lines += ["", "Configuration:", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
 

@@ -398,7 +398,7 @@ class OpenAIJudge(Judge):
                 continue  # not an attempt: the same request in a form the server accepts
             if not kind:
                 try:
-                    return JudgeScore(**parse_judgement(_answer_text(answer))), ""
+                    return self._parse_answer(answer), ""
                 except JudgementError as error:
                     kind, detail = error.kind, str(error)
             self.counters.add(f"errors/{kind}")
@@ -413,6 +413,11 @@ class OpenAIJudge(Judge):
             attempt += 1
             self.counters.add("retries")
             await asyncio.sleep(delay)
+
+    def _parse_answer(self, answer: Any) -> Any:
+        """The result of one chat completions body; raises ``JudgementError`` (retried) when it is unusable.
+        A subclass with another prompt (``himed.verifiers.green``) parses its own answer format here."""
+        return JudgeScore(**parse_judgement(_answer_text(answer)))
 
     def _downgrade_format(self, level: str, detail: str) -> None:
         with self._states_lock:

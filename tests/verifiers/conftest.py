@@ -14,6 +14,9 @@ Behaviour per request, first match wins: the ``queue`` of modes (consumed one pe
 - ``no_structured``: HTTP 400 when the request asks for a json_schema response format, else ``good`` wrapped in
   prose (what a server without structured outputs returns); ``think``: ``good`` after a Qwen3 ``<think>`` block.
 
+With ``answer_text`` set (a function of the user message), ``good`` answers its text instead of the JSON scores (a
+judge with another answer format, e.g. GREEN); ``rules`` then match substrings of the whole user message.
+
 Every request's body and headers are recorded, with the candidate and reference found between the prompt's
 delimiters (None when the delimiters are not there exactly once each), and the peak number of concurrent requests.
 """
@@ -72,6 +75,7 @@ class ScriptedJudgeServer:
         self.record = record
         self.queue: deque[str] = deque()
         self.rules: dict[str, str] = {}
+        self.answer_text = None  # optional: user message -> answer text for mode ``good``
         self.requests: list[dict[str, Any]] = []
         self.count = 0
         self.active = 0
@@ -167,9 +171,11 @@ class ScriptedJudgeServer:
                 self.requests.append(
                     {"body": request, "headers": headers, "candidate": candidate, "reference": reference}
                 )
-            mode = self._mode(candidate or "")
+            mode = self._mode(candidate or (user if self.answer_text else ""))
             if self.latency:
                 await asyncio.sleep(self.latency)
+            if self.answer_text is not None and mode == "good":
+                return await self._answer_content(self.answer_text(user), request, writer)
             return await self._answer(mode, request, candidate or "", reference or "", writer)
         finally:
             self.active -= 1
@@ -212,6 +218,9 @@ class ScriptedJudgeServer:
             content = json.dumps(scores)
         else:
             raise ValueError(f"unknown server mode {mode!r}")
+        return await self._answer_content(content, request, writer)
+
+    async def _answer_content(self, content: str, request: dict, writer) -> bool:
         payload = {
             "id": f"chatcmpl-{self.count}",
             "object": "chat.completion",
