@@ -28,11 +28,27 @@ logger = logging.getLogger(__name__)
 
 @register_reward("green", level="high", weight=1.0)
 class GreenReward(Reward):
-    """GREEN of the lenient completion text against the reference (module docstring)."""
+    """GREEN of the lenient completion text against the reference: matched / (matched + significant errors)."""
 
     name = "green"
     level = "high"
     weight = 1.0
+    # himed.verifiers.green.ERROR_NAMES, spelled out here so listing the catalogue does not import the judge client.
+    parts = (
+        "matched",
+        "significant_errors",
+        *(
+            f"significant/{name}"
+            for name in (
+                "false_finding",
+                "missing_finding",
+                "location",
+                "severity",
+                "false_comparison",
+                "missing_comparison",
+            )
+        ),
+    )
 
     def __init__(self, judge: dict[str, Any] | None = None, sections: Sequence[str] = DEFAULT_SECTIONS):
         super().__init__(sections)

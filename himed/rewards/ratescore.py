@@ -27,7 +27,7 @@ EMBEDDING_VARIABLE = "HIMED_RATESCORE_EMBEDDING"
 
 @register_reward("ratescore", level="high", weight=1.0)
 class RaTEScoreReward(Reward):
-    """RaTEScore of the lenient completion text against the reference (module docstring)."""
+    """RaTEScore of the lenient completion text against the reference (entity matching with negation weights)."""
 
     name = "ratescore"
     level = "high"

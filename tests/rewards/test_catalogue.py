@@ -118,3 +118,10 @@ def test_schedule_table_lists_every_schedule_with_its_defaults():
     assert build_schedule({"name": "linear"}).params() == {"name": "linear", "total_steps": 10000, "alpha_min": 0.1}
     assert build_schedule({"name": "constant"}).params() == {"name": "constant", "alpha_low": 0.5}
     assert "`boundaries` (required)" in table
+
+
+def test_green_parts_are_the_judge_error_categories():
+    from himed.rewards.green import GreenReward
+    from himed.verifiers.green import ERROR_NAMES
+
+    assert GreenReward.parts == ("matched", "significant_errors", *(f"significant/{n}" for n in ERROR_NAMES))
