@@ -111,7 +111,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from himed.metrics.evaluate import GenerationSettings, evaluate_predictions_file, generate_predictions
+    from himed.metrics.evaluate import evaluate_predictions_file
+    from himed.metrics.generation import GenerationSettings, generate_predictions
 
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     labeler_kwargs = {}
