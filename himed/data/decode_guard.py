@@ -35,7 +35,7 @@ class ImageDecodeError(ValueError):
         self.study_id, self.source, self.cause = str(study_id), source, error
         super().__init__(
             f"study {study_id}: image {source} cannot be decoded ({type(error).__name__}: {error}); fix or remove the "
-            "file, or set on_bad_rows: skip to skip such studies"
+            "file, or skip such studies (on_bad_rows: skip in a recipe, --on-bad-rows skip for himed evaluate)"
         )
 
 
