@@ -21,9 +21,11 @@ image budget, decode guard, TRL's trainers and collators).
 
 - SFT: ``cold_start`` stage, batch 1 study, plain SGD (``optim: sgd``: no optimizer state, so the step's memory is
   weights + gradients + activations; Adam's two fp32 moments would add 3.6 GB at this size), one step.
-- GRPO: the recipe's loss (``loss_type: grpo``, ``beta: 0.1``, so a reference model is loaded too), G = 2
-  generations of 8 tokens with HF generation, batch of 2 completions (one prompt), the format and token rewards, SGD,
-  one step.
+- GRPO: the recipe's loss (``loss_type: grpo``, ``beta: 0.1``, so a reference model is loaded too) and gradient
+  checkpointing, G = 2 generations of 8 tokens with HF generation, batch of 2 completions (one prompt), the format and
+  token rewards, SGD, one step.
+
+Each step runs in its own Python process (``--step``), so each peak RSS is that step's alone.
 
 Checked at real sizes: the processor's visual tokens per image (``image_grid_thw``) against the budget's
 ``smart_resize`` count, ``pixel_values`` and ``input_ids`` shapes, the SFT loss mask (exactly the completion's
@@ -193,6 +195,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far: on a shared machine the step's CPU time, not its wall time, is what it costs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Recorder:
     """Wraps a collator or a method and keeps what it returned (the batch the step trained on)."""
 
@@ -245,9 +253,9 @@ def sft_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
         train_rows, [], data_args, stage_args, model=model, args=args, processing_class=processor
     )
     trainer.data_collator = recorder = Recorder(trainer.data_collator)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     trainer.train()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     (batch,) = recorder.outputs
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -270,7 +278,12 @@ def sft_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
         "loss": loss,
         "loss_finite": loss == loss and abs(loss) != float("inf"),
     }
-    return {"seconds": round(seconds, 2), "peak_rss_mb_after": round(peak_rss_mb()), **checks}
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
+        "peak_rss_mb_after": round(peak_rss_mb()),
+        **checks,
+    }
 
 
 def grpo_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
@@ -303,7 +316,7 @@ def grpo_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        gradient_checkpointing=False,
+        gradient_checkpointing=True,  # as the recipe; without it this step's peak RSS is ~2 GB higher
         seed=0,
     )
     model, processor = load_stage_model(ModelConfig(model_name_or_path=str(model_dir), dtype="bfloat16"))
@@ -318,9 +331,9 @@ def grpo_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
     )
     trainer._generate_and_score_completions = generated = Recorder(trainer._generate_and_score_completions)
     trainer._calculate_rewards = rewards = Recorder(trainer._calculate_rewards)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     trainer.train()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     output = generated.outputs[0]
     reward_table = rewards.outputs[0]
     image_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -341,22 +354,44 @@ def grpo_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
         "has_reference_model": trainer.ref_model is not None,
         "loss": entry.get("loss"),
     }
-    return {"seconds": round(seconds, 2), "peak_rss_mb_after": round(peak_rss_mb()), **checks}
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
+        "peak_rss_mb_after": round(peak_rss_mb()),
+        **checks,
+    }
+
+
+STEPS = {"sft": sft_step, "grpo": grpo_step}
+
+
+def step_in_subprocess(step: str, model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
+    """Run one step in a fresh Python process, so that its peak RSS is its own (the other step's memory is not in
+    it) and the machine gets the memory back after it."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(Path(__file__).resolve()), "--step", step]
+    command += ["--model-dir", str(model_dir), "--data-dir", str(data_dir), "--work-dir", str(out_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {step} step failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(work_dir: Path) -> dict:
+    """Build the model and the studies, then one SFT step and one GRPO step, each in its own process."""
     import torch
+    from transformers import AutoConfig
 
     start = time.perf_counter()
     model_dir = build_rehearsal_model(work_dir / "model")
     data_dir = write_studies(work_dir / "data")
     build_seconds = time.perf_counter() - start
-    from transformers import AutoConfig
-
     config = AutoConfig.from_pretrained(model_dir)
     n_params = json.loads((model_dir / "rehearsal.json").read_text())["parameters"]
-    sft = sft_step(model_dir, data_dir, work_dir / "sft")
-    grpo = grpo_step(model_dir, data_dir, work_dir / "grpo")
+    sft = step_in_subprocess("sft", model_dir, data_dir, work_dir / "sft")
+    grpo = step_in_subprocess("grpo", model_dir, data_dir, work_dir / "grpo")
     return {
         "model": {
             "config": "Qwen2.5-VL-3B-Instruct widths, 1 decoder layer, 1 vision block, bfloat16, tied embeddings",
@@ -364,13 +399,13 @@ def run(work_dir: Path) -> dict:
             "hidden_size": config.text_config.hidden_size,
             "vision_hidden_size": config.vision_config.hidden_size,
             "parameters": n_params,
-            "threads": torch.get_num_threads(),
+            "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
         },
         "budget": recipe_budget(),
         "build_seconds": round(build_seconds, 1),
         "sft": sft,
         "grpo": grpo,
-        "peak_rss_mb": round(peak_rss_mb()),
+        "peak_rss_mb": max(sft["peak_rss_mb"], grpo["peak_rss_mb"], round(peak_rss_mb())),
     }
 
 
@@ -378,7 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/rehearsal.json"))
     parser.add_argument("--work-dir", help="where the model and data go (default: a temporary folder)")
+    parser.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)  # one step, in this process
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.step:
+        result = STEPS[args.step](Path(args.model_dir), Path(args.data_dir), Path(args.work_dir))
+        print(json.dumps({**result, "peak_rss_mb": round(peak_rss_mb())}))
+        return 0
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="rehearsal-") as temporary:
         result = run(Path(args.work_dir or temporary))
