@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import types
 
@@ -12,19 +11,12 @@ import pytest
 from himed.cli import main
 from himed.metrics.generation import GenerationSettings, HFGenerator, VLLMGenerator
 from himed.models.image_budget import current_budget
-from tests.trainers.test_bad_images import truncated_jpeg
+from tests.trainers.test_bad_images import break_study
 
 
 @pytest.fixture()
 def broken_test_split(tmp_path, demo_dir):
-    root = tmp_path / "data"
-    shutil.copytree(demo_dir, root)
-    annotation = json.loads((root / "annotation.json").read_text())
-    entry = annotation["test"][0]
-    bad = truncated_jpeg(root / "images" / entry["image_path"][0], root / "images" / entry["id"] / "broken.jpg")
-    entry["image_path"][0] = f"{entry['id']}/broken.jpg"
-    (root / "annotation.json").write_text(json.dumps(annotation))
-    return root, entry["id"], bad, len(annotation["test"])
+    return break_study(demo_dir, tmp_path / "data", "test", 0)
 
 
 def evaluate_args(root, tiny_model_dir, out_dir, *extra):
@@ -47,13 +39,13 @@ def evaluate_args(root, tiny_model_dir, out_dir, *extra):
 
 
 def test_evaluate_error_names_the_study_and_file(tmp_path, tiny_model_dir, broken_test_split, capsys):
-    root, study, bad, _ = broken_test_split
+    root, study, bad = broken_test_split
     assert main(evaluate_args(root, tiny_model_dir, tmp_path / "out")) != 0
     assert f"study {study}: image {bad} cannot be decoded (OSError: image file is truncated" in capsys.readouterr().err
 
 
 def test_evaluate_skip_scores_the_rest(tmp_path, tiny_model_dir, broken_test_split, caplog):
-    root, study, _, _ = broken_test_split
+    root, study, _ = broken_test_split
     out = tmp_path / "out"
     assert main(evaluate_args(root, tiny_model_dir, out, "--on-bad-rows", "skip", "--max-pixels", "3136")) == 0
     ids = [json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()]

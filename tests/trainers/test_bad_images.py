@@ -34,17 +34,22 @@ def truncated_jpeg(source: Path, target: Path) -> Path:
     return target
 
 
-@pytest.fixture()
-def broken_demo(tmp_path, demo_dir):
-    """The demo dataset with the second training study's image replaced by a truncated JPEG: (folder, id, file)."""
-    root = tmp_path / "data"
+def break_study(demo_dir: Path, root: Path, split: str, index: int) -> tuple[Path, str, Path]:
+    """A copy of the demo dataset in ``root`` whose ``split[index]`` study's first image is a truncated JPEG:
+    (folder, study id, file)."""
     shutil.copytree(demo_dir, root)
     annotation = json.loads((root / "annotation.json").read_text())
-    entry = annotation["train"][1]
+    entry = annotation[split][index]
     bad = truncated_jpeg(root / "images" / entry["image_path"][0], root / "images" / entry["id"] / "broken.jpg")
     entry["image_path"][0] = f"{entry['id']}/broken.jpg"
     (root / "annotation.json").write_text(json.dumps(annotation))
     return root, entry["id"], bad
+
+
+@pytest.fixture()
+def broken_demo(tmp_path, demo_dir):
+    """The demo dataset with the second training study's image replaced by a truncated JPEG."""
+    return break_study(demo_dir, tmp_path / "data", "train", 1)
 
 
 def sft_args(tmp_path, model_dir):
