@@ -180,6 +180,13 @@ def check_visual_tokens(
     """
     from himed.data.rows import BadRowError
 
+    try:
+        low, high = current_budget(processor)
+    except ValueError as error:  # not a Qwen-VL image processor: there is no smart_resize budget to count with
+        if max_per_study is not None:
+            raise
+        logger.info("%s: visual tokens per study not counted: %s", name, error)
+        return list(rows)
     indices = _sample_indices(len(rows), None if max_per_study is not None else sample)
     counts: list[int] = []
     over: list[tuple[int, int]] = []
@@ -192,7 +199,6 @@ def check_visual_tokens(
         counts.append(tokens)
         if max_per_study is not None and tokens > max_per_study:
             over.append((i, tokens))
-    low, high = current_budget(processor)
     scope = f"all {len(counts)} studies" if len(indices) == len(rows) else f"a sample of {len(counts)} of {len(rows)}"
     if counts:
         logger.info(
