@@ -14,6 +14,8 @@ from PIL import Image
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from himed.data.decode_guard import ImageDecodeError
+from himed.models.image_budget import current_budget
+from himed.models.loading import load_processor
 from himed.trainers.config import DataArguments, RewardArguments, SFTStageArguments
 from himed.trainers.grpo import run_grpo
 from himed.trainers.sft import run_sft
@@ -91,8 +93,11 @@ def grpo_args(tmp_path, model_dir):
     return rewards, config, ModelConfig(model_name_or_path=str(model_dir))
 
 
+BUDGET = {"min_pixels": 28 * 28 * 2, "max_pixels": 28 * 28 * 8}  # smaller than the tiny model folder's
+
+
 def data_args(root, on_bad):
-    return DataArguments(data_path=str(root), max_train_samples=TRAIN_STUDIES, on_bad_rows=on_bad)
+    return DataArguments(data_path=str(root), max_train_samples=TRAIN_STUDIES, on_bad_rows=on_bad, **BUDGET)
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
@@ -106,6 +111,8 @@ def test_skip_finishes_and_names_the_study(stage, tmp_path, tiny_model_dir, brok
             trainer = run_grpo(data_args(root, "skip"), *grpo_args(tmp_path, tiny_model_dir))
     assert trainer.state.global_step == 2
     assert (tmp_path / stage / "model.safetensors").is_file()
+    # The recipe's image budget won over the model folder's and was saved with the stage's output.
+    assert current_budget(load_processor(tmp_path / stage)) == (BUDGET["min_pixels"], BUDGET["max_pixels"])
     skipped = [r.getMessage() for r in caplog.records if "skipped study" in r.getMessage()]
     assert len(skipped) == 1, skipped  # counted once, however many times the study was drawn
     assert f"skipped study {study} (1 skipped so far" in skipped[0] and str(bad) in skipped[0]
