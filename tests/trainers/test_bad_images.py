@@ -103,7 +103,7 @@ def data_args(root, on_bad):
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
 def test_skip_finishes_and_names_the_study(stage, tmp_path, tiny_model_dir, broken_demo, caplog):
     root, study, bad = broken_demo
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         if stage == "sft":
             stage_args, config, model = sft_args(tmp_path, tiny_model_dir)
             trainer = run_sft(data_args(root, "skip"), stage_args, config, model)
@@ -117,6 +117,7 @@ def test_skip_finishes_and_names_the_study(stage, tmp_path, tiny_model_dir, brok
     assert len(skipped) == 1, skipped  # counted once, however many times the study was drawn
     assert f"skipped study {study} (1 skipped so far" in skipped[0] and str(bad) in skipped[0]
     assert "1 studies skipped for undecodable images: " + study in caplog.text  # the end-of-stage count
+    assert "train split: visual tokens per study: mean " in caplog.text  # the start-of-stage line
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])

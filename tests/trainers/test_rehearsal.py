@@ -18,9 +18,10 @@ def rehearsal(tmp_path_factory):
     from benchmarks.rehearsal import run
 
     # The two steps run in subprocesses: give them up to 2 threads (CI's slow step runs on an idle runner; one
-    # thread takes ~5 CPU minutes in all, two ~3).
+    # thread takes ~5 CPU minutes in all, two ~3). HIMED_REHEARSAL_THREADS overrides (1 on a shared machine).
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+        threads = os.environ.get("HIMED_REHEARSAL_THREADS") or str(min(2, os.cpu_count() or 1))
+        patch.setenv("OMP_NUM_THREADS", threads)
         return run(tmp_path_factory.mktemp("rehearsal"))
 
 
