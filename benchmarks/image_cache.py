@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -99,6 +98,7 @@ def clock(function, *args) -> tuple[float, object]:
 def main(argv: list[str] | None = None) -> int:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+    from benchmarks.loaders import machine_record
     from himed.cli import main as himed
     from himed.data.image_checks import check_image_files
     from himed.data.loaders import load_rows
@@ -164,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "check_decode_seconds_per_image_median": round(statistics.median(decode_seconds), 4),
         "check_decode_pool_images_per_second": round(len(flat) / pool_seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine_record(load_before),
     }
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
