@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -410,6 +409,8 @@ def run(work_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.loaders import machine_record
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/rehearsal.json"))
     parser.add_argument("--work-dir", help="where the model and data go (default: a temporary folder)")
@@ -425,12 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rehearsal-") as temporary:
         result = run(Path(args.work_dir or temporary))
     result["command"] = "python benchmarks/rehearsal.py"
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-    }
+    result["machine"] = machine_record(load_before)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

@@ -10,7 +10,8 @@ import os
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# The whole rehearsal runs in the first test's set-up: ~3 minutes idle, ~15 on a loaded shared machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
