@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from himed.data.sections import reference_text
@@ -39,11 +40,17 @@ class GenerationSettings:
     max_new_tokens: int = 256
     backend: str = "hf"
     hierarchical: bool = False
+    # The image budget (docs/images.md): None keeps the model folder's, which the training stages saved.
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         if not self.hierarchical:  # runs recorded before the flag existed resume unchanged
             del out["hierarchical"]
+        for name in ("min_pixels", "max_pixels"):
+            if out[name] is None:  # likewise for runs recorded before the image budget existed
+                del out[name]
         return out
 
 
@@ -95,30 +102,52 @@ def _check_settings(out_dir: Path, settings: GenerationSettings, resuming: bool)
 
 
 def _pil_images(row: Mapping) -> list:
-    from PIL import Image
+    """The study's images decoded as RGB; ``ImageDecodeError`` naming the study and the file when one fails."""
+    from himed.data.decode_guard import decode_study_images
 
-    images = []
-    for image in row["images"]:
-        if isinstance(image, Image.Image):
-            images.append(image.convert("RGB"))
-        else:
-            with Image.open(image) as opened:
-                images.append(opened.convert("RGB"))
-    return images
+    return [image.convert("RGB") for image in decode_study_images(str(row["id"]), row["images"])]
+
+
+def _decodable(batch: Sequence[Mapping], on_bad: str, skipped: list[str]) -> tuple[list[Mapping], list[list]]:
+    """The rows of ``batch`` whose images decode, with their images; under ``on_bad="skip"`` the others are
+    counted in ``skipped`` and logged by name, under ``"error"`` the first one raises ``ImageDecodeError``."""
+    from himed.data.decode_guard import ImageDecodeError
+
+    rows, images = [], []
+    for row in batch:
+        try:
+            images.append(_pil_images(row))
+        except ImageDecodeError as error:
+            if on_bad != "skip":
+                raise
+            skipped.append(str(row["id"]))
+            logger.warning("skipped study %s (%d skipped so far): %s", row["id"], len(skipped), error)
+            continue
+        rows.append(row)
+    return rows, images
 
 
 class HFGenerator:
     """Greedy batched generation with ``model.generate`` (left padding, so every prompt ends where decoding starts)."""
 
-    def __init__(self, model_path: str, *, device: str = "auto", dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
         import torch
 
+        from himed.models.image_budget import apply_image_budget
         from himed.models.loading import load_policy, load_processor
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
-        self.processor = load_processor(model_path)
+        self.processor = apply_image_budget(load_processor(model_path), min_pixels, max_pixels)
         self.processor.tokenizer.padding_side = "left"
         self.model = load_policy(model_path, dtype=dtype).to(device).eval()
 
@@ -144,7 +173,15 @@ class HFGenerator:
 class VLLMGenerator:
     """Greedy generation with vLLM's offline ``LLM`` (GPU only)."""
 
-    def __init__(self, model_path: str, *, max_images: int, dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        max_images: int,
+        dtype: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
         try:
             from vllm import LLM
         except ImportError as error:
@@ -152,10 +189,17 @@ class VLLMGenerator:
                 "--backend vllm needs the vllm package (GPU machines: pip install 'himed[vllm]'); "
                 f"it could not be imported: {error}"
             ) from None
+        from himed.models.image_budget import apply_image_budget, image_budget_kwargs
         from himed.models.loading import load_processor
 
-        self.processor = load_processor(model_path)
-        self.llm = LLM(model=model_path, dtype=dtype or "auto", limit_mm_per_prompt={"image": max(1, max_images)})
+        self.processor = apply_image_budget(load_processor(model_path), min_pixels, max_pixels)
+        budget = image_budget_kwargs(SimpleNamespace(min_pixels=min_pixels, max_pixels=max_pixels))
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype or "auto",
+            limit_mm_per_prompt={"image": max(1, max_images)},
+            mm_processor_kwargs=budget or None,  # vLLM resizes as the trainer did (docs/images.md)
+        )
 
     def generate(self, prompts: Sequence[list[dict]], images: Sequence[list], max_new_tokens: int) -> list[str]:
         from vllm import SamplingParams
@@ -171,7 +215,9 @@ class VLLMGenerator:
         return [output.outputs[0].text.strip() for output in outputs]
 
 
-def generate_hierarchical(generator: Any, rows: Sequence[Mapping], sections: Sequence[str], max_new_tokens: int):
+def generate_hierarchical(
+    generator: Any, rows: Sequence[Mapping], sections: Sequence[str], max_new_tokens: int, images=None
+):
     """Hi-MrGn's two-pass decoding: the findings, then the impression conditioned on the images and the findings.
 
     ``max_new_tokens`` bounds each pass. Returns one prediction per row: the findings answer, a line break, and the
@@ -179,7 +225,7 @@ def generate_hierarchical(generator: Any, rows: Sequence[Mapping], sections: Seq
     """
     from himed.data.prompts import findings_prompt, impression_prompt
 
-    images = [_pil_images(row) for row in rows]
+    images = images if images is not None else [_pil_images(row) for row in rows]
     first = [findings_prompt(row, sections=sections) for row in rows]
     findings = generator.generate(first, images, max_new_tokens)
     second = [impression_prompt(prompt, answer) for prompt, answer in zip(first, findings, strict=True)]
@@ -196,8 +242,13 @@ def generate_predictions(
     device: str = "auto",
     dtype: str | None = None,
     generator: Any = None,
+    on_bad: str = "error",
+    skipped: list[str] | None = None,
 ) -> Path:
     """Append a prediction line for every row not yet in DIR/predictions.jsonl; returns its path.
+
+    A study whose image does not decode raises ``ImageDecodeError`` naming it and the file (``on_bad="error"``), or
+    gets no prediction line and its id is appended to ``skipped`` (``on_bad="skip"``), logged by name.
 
     ``generator``: an object with ``generate(prompts, images, max_new_tokens) -> list[str]`` (default: the
     backend's generator, built only when something is left to generate).
@@ -223,19 +274,24 @@ def generate_predictions(
         logger.info("%s: %d of %d predictions already there; generating %d", path, len(done), len(rows), len(todo))
     if not todo:
         return path
+    skipped = skipped if skipped is not None else []
     if generator is None:
+        budget = {"min_pixels": settings.min_pixels, "max_pixels": settings.max_pixels}
         if settings.backend == "vllm":
-            generator = VLLMGenerator(settings.model, max_images=max(len(r["images"]) for r in todo), dtype=dtype)
+            max_images = max(len(r["images"]) for r in todo)
+            generator = VLLMGenerator(settings.model, max_images=max_images, dtype=dtype, **budget)
         else:
-            generator = HFGenerator(settings.model, device=device, dtype=dtype)
+            generator = HFGenerator(settings.model, device=device, dtype=dtype, **budget)
     with path.open("a", encoding="utf-8") as file, tqdm(total=len(todo), desc="generating", unit="report") as bar:
         for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            if settings.hierarchical:
-                texts = generate_hierarchical(generator, batch, settings.sections, settings.max_new_tokens)
+            batch, images = _decodable(todo[start : start + batch_size], on_bad, skipped)
+            if not batch:
+                texts = []
+            elif settings.hierarchical:
+                texts = generate_hierarchical(generator, batch, settings.sections, settings.max_new_tokens, images)
             else:
                 prompts = [build_prompt(row, sections=settings.sections) for row in batch]
-                texts = generator.generate(prompts, [_pil_images(row) for row in batch], settings.max_new_tokens)
+                texts = generator.generate(prompts, images, settings.max_new_tokens)
             for row, text in zip(batch, texts, strict=True):
                 findings, impression = row.get("findings") or "", row.get("impression") or ""
                 record = {
@@ -248,5 +304,7 @@ def generate_predictions(
                 # One write per line and a flush per batch: an interruption loses at most the batch in flight.
                 file.write(json.dumps(record) + "\n")
             file.flush()
-            bar.update(len(batch))
+            bar.update(min(batch_size, len(todo) - start))
+    if skipped:
+        logger.warning("%d studies skipped for undecodable images: %s", len(skipped), ", ".join(skipped[:5]))
     return path

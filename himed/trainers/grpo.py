@@ -176,11 +176,13 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
     """Build model, data and rewards from a parsed recipe, train, and save the policy with its processor."""
     from trl import get_peft_config
 
+    from himed.data.decode_guard import guard_image_decoding
     from himed.data.examples import grpo_dataset
+    from himed.models.image_budget import prepare_stage_images
 
     reward = validate(data_args, reward_args, grpo_args, model_args)  # before anything heavy loads
     model, processor = load_stage_model(model_args)
-    train_rows, eval_rows = load_stage_rows(data_args)
+    train_rows, eval_rows = prepare_stage_images(processor, data_args, *load_stage_rows(data_args))
     prompt_options = {
         "sections": data_args.sections,
         "include_indication": data_args.include_indication,
@@ -190,8 +192,11 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
         model=model,
         processing_class=processor,
         args=grpo_args,
-        train_dataset=grpo_dataset(train_rows, **prompt_options),
-        eval_dataset=grpo_dataset(eval_rows, **prompt_options) if eval_rows else None,
+        # Images decode under on_bad_rows: a bad one is an error naming the study, or a counted, logged skip.
+        train_dataset=guard_image_decoding(grpo_dataset(train_rows, **prompt_options), data_args.on_bad_rows),
+        eval_dataset=guard_image_decoding(grpo_dataset(eval_rows, **prompt_options), data_args.on_bad_rows, name="eval")
+        if eval_rows
+        else None,
         peft_config=get_peft_config(model_args),
         reward=reward,
     )

@@ -118,6 +118,9 @@ def save_stage_output(trainer, processor, output_dir: str) -> Path:
 
 def train_and_save(trainer, processor, args):
     """Train (resuming from ``args.resume_from_checkpoint``: a folder, or ``last``) and save the stage's output."""
+    from himed.data.decode_guard import log_decode_skips
+
     trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
+    log_decode_skips(trainer.train_dataset, trainer.eval_dataset)  # images that failed to decode, counted and named
     save_stage_output(trainer, processor, args.output_dir)
     return trainer
