@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from himed.data.jsonl import read_jsonl
+
 # Config keys that must agree for two runs' numbers to be comparable.
 COMPARABILITY_KEYS = ("clean", "section", "meteor", "labeler", "uncertain")
 
@@ -64,17 +66,10 @@ def read_samples(run: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
     records = []
-    with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("scores"), dict):
-                raise ValueError(f"{path}: line {number}: not a samples.jsonl record (no 'scores' object)")
-            records.append(record)
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get("scores"), dict):
+            raise ValueError(f"{path}:{number}: not a samples.jsonl record (no 'scores' object)")
+        records.append(record)
     return records
 
 
