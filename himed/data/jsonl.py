@@ -1,4 +1,5 @@
-"""Reading JSONL files: one JSON value per line, blank lines skipped, every problem named ``path:line``.
+"""Reading JSONL files: one JSON value per line, blank lines skipped, every problem named ``path:line``; and
+reading a whole JSON file (:func:`read_json`), a bad one named by its path.
 
 The one reader behind the loaders' ``jsonl`` format, ``himed label``, ``himed score``, the predictions files of
 ``himed evaluate`` (scored and resumed), ``himed compare``'s samples.jsonl and the pipeline's reward summary. A caller that stops at the
@@ -12,6 +13,15 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value of the file at ``path``; a file that is not valid JSON is a ValueError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None
 
 
 class JsonlLineError(ValueError):

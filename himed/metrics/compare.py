@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from himed.data.jsonl import read_jsonl
+from himed.data.jsonl import read_json, read_jsonl
 
 # Config keys that must agree for two runs' numbers to be comparable.
 COMPARABILITY_KEYS = ("clean", "section", "meteor", "labeler", "uncertain")
@@ -32,10 +32,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
         path = path / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (himed evaluate writes DIR/metrics.json)")
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    result = read_json(path)
     metrics = result.get("metrics") if isinstance(result, dict) else None
     if not isinstance(metrics, dict):
         raise ValueError(f"{path}: no 'metrics' object; is this a metrics.json written by himed evaluate?")
