@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -314,3 +314,16 @@ def test_score_command_lines_parse():
     for line in commands:
         words = [w for w in shlex.split(re.sub(r"\[[^\]]*\]", "", line))]
         parser.parse_args(words[1:])
+
+
+@pytest.mark.parametrize("path", _documents(), ids=lambda p: p.name)
+def test_compare_command_lines_name_their_runs_apart(path):
+    # himed compare names each run after the folder holding its metrics.json and refuses two runs of one name, so a
+    # documented line over runs/*/eval folders needs --names.
+    lines = [line for block in FENCE.findall(_read(path)) for line in block.splitlines()]
+    for line in lines:
+        if not line.startswith("himed compare ") or "--names" in line:
+            continue
+        runs = [word for word in shlex.split(line)[2:] if not word.startswith("-") and "/" in word]
+        names = [PurePosixPath(run).parent.name if run.endswith(".json") else PurePosixPath(run).name for run in runs]
+        assert len(set(names)) == len(names), f"{path.name}: {line!r} names its runs {names}; add --names"

@@ -25,7 +25,6 @@ https://huggingface.co/bert-base-uncased.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -44,6 +43,7 @@ from himed.clinical.observations import (
     UNCERTAIN,
     with_no_finding,
 )
+from himed.data.jsonl import read_json
 
 # CheXbert's class indices: heads 0-12 predict blank / positive / negative / uncertain; head 13 blank / positive.
 CLASS_TO_LABEL: dict[int, int | None] = {0: None, 1: POSITIVE, 2: NEGATIVE, 3: UNCERTAIN}
@@ -93,11 +93,7 @@ def read_config(config: BertConfig | Mapping[str, Any] | str | os.PathLike | Non
         path = path / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"CheXbert config not found: {path}")
-    try:
-        fields = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
-    return BertConfig(**fields)
+    return BertConfig(**read_json(path))
 
 
 def read_checkpoint(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from himed.data.jsonl import read_json, read_jsonl
+
 # Config keys that must agree for two runs' numbers to be comparable.
 COMPARABILITY_KEYS = ("clean", "section", "meteor", "labeler", "uncertain")
 
@@ -30,10 +32,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
         path = path / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (himed evaluate writes DIR/metrics.json)")
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    result = read_json(path)
     metrics = result.get("metrics") if isinstance(result, dict) else None
     if not isinstance(metrics, dict):
         raise ValueError(f"{path}: no 'metrics' object; is this a metrics.json written by himed evaluate?")
@@ -64,17 +63,10 @@ def read_samples(run: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
     records = []
-    with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("scores"), dict):
-                raise ValueError(f"{path}: line {number}: not a samples.jsonl record (no 'scores' object)")
-            records.append(record)
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get("scores"), dict):
+            raise ValueError(f"{path}:{number}: not a samples.jsonl record (no 'scores' object)")
+        records.append(record)
     return records
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from himed.data.jsonl import JsonlLineError, read_jsonl
 from himed.data.sections import reference_text
-from himed.metrics.predictions import LineProblems, json_lines
+from himed.metrics.predictions import LineProblems
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,11 @@ def read_done_ids(path: Path, known_ids: set[str]) -> set[str]:
         path.write_text(text[:cut], encoding="utf-8")
     problems = LineProblems(str(path))
     done: dict[str, int] = {}
-    for number, line in json_lines(path):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.add(f"not valid JSON ({error.msg})", number)
+    for number, record in read_jsonl(path, errors="yield"):
+        if isinstance(record, JsonlLineError):
+            problems.add(record.kind, number)
             continue
-        row_id = str(record.get("id")) if isinstance(record, dict) and record.get("id") is not None else None
+        row_id = str(record["id"]) if record.get("id") is not None else None
         if row_id is None:
             problems.add("no 'id' (a resumable predictions file has one per line)", number)
         elif row_id in done:

@@ -13,12 +13,12 @@ by ``id`` (:func:`attach_references`). Then, for ``--section`` (:func:`section_p
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from himed.data.jsonl import JsonlLineError, read_jsonl
 from himed.data.sections import extract_lenient, parse_strict, reference_text, validate_sections
 
 SECTION_CHOICES = ("report", "findings", "impression")
@@ -71,13 +71,6 @@ def _optional_text(record: Mapping, key: str, line: int, problems: LineProblems)
     return value
 
 
-def json_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if line.strip():  # blank lines are not records
-                yield number, line
-
-
 def read_predictions(
     path: str | Path, *, allow_empty: bool = False, need_references: bool = True
 ) -> list[PredictionLine]:
@@ -94,14 +87,9 @@ def read_predictions(
     out: list[PredictionLine] = []
     first_line_of_id: dict[str, int] = {}
     with_id, without_id = [], []
-    for number, text in json_lines(path):
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as error:
-            problems.add(f"not valid JSON ({error.msg})", number)
-            continue
-        if not isinstance(record, dict):
-            problems.add("not a JSON object", number)
+    for number, record in read_jsonl(path, errors="yield"):
+        if isinstance(record, JsonlLineError):
+            problems.add(record.kind, number)
             continue
         prediction = record.get("prediction")
         if prediction is None:

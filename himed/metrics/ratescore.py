@@ -38,13 +38,14 @@ defaults to CUDA.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from himed.data.jsonl import read_json
 
 RATE_LABELS = (
     "B-ABNORMALITY",
@@ -150,11 +151,7 @@ class Affinity:
         path = Path(name).expanduser()
         if not path.is_file():
             raise ValueError(f"affinity matrix must be 'long', 'short' or a JSON file; {path} does not exist")
-        try:
-            matrix = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON: {error}") from None
-        return cls.from_mapping(matrix, str(path))
+        return cls.from_mapping(read_json(path), str(path))
 
 
 def split_sentences(text: str) -> list[str]:

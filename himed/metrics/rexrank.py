@@ -25,6 +25,9 @@ Per report pair, then the mean over pairs (the leaderboard's columns):
 A metric whose model is not configured (no BERTScore folder, no CheXbert, no RadGraph environment) is left out with its
 reason, never written as 0; RadCliQ-v1 needs all four. Departures from the published code are listed in
 ``DEPARTURES`` (written into metrics.md) and docs/metrics-rexrank.md.
+
+Why one file of ~410 lines: the suite is one published script's columns, and RadCliQ-v1 combines all four of them;
+kept together, each column can be checked against ``run_eval.py`` side by side (``BertScorer`` is the largest part).
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ class Reward(ABC):
     # Attributes built on first use (a METEOR scorer, a labeler model): left out when the reward is pickled for
     # another process, which builds its own.
     lazy_attributes: tuple[str, ...] = ()
+    # Errors ``score_completions`` lets through instead of scoring None: set-up errors that would fail every call
+    # (a judge's missing API key), which should stop the run rather than train on None.
+    raised_errors: tuple[type[Exception], ...] = ()
 
     def __init__(self, sections: Sequence[str] = DEFAULT_SECTIONS):
         self.sections = tuple(sections)
@@ -66,6 +69,8 @@ class Reward(ABC):
         try:
             references = reference_texts(columns, len(texts))
             return self.score(texts, references, **columns)
+        except self.raised_errors:
+            raise
         except Exception as error:  # a reward must never crash a training step
             kind = type(error).__name__
             if kind not in self._logged_errors:

@@ -15,15 +15,13 @@ API key is raised, as for the semantic reward.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-from himed.data.sections import DEFAULT_SECTIONS, completion_text, extract_lenient
-from himed.rewards.base import Reward, reference_texts
+from himed.data.sections import DEFAULT_SECTIONS, extract_lenient
+from himed.rewards.base import Reward
 from himed.rewards.registry import register_reward
-
-logger = logging.getLogger(__name__)
+from himed.verifiers.base import JudgeConfigError
 
 
 @register_reward("green", level="high", weight=1.0)
@@ -33,6 +31,7 @@ class GreenReward(Reward):
     name = "green"
     level = "high"
     weight = 1.0
+    raised_errors = (JudgeConfigError,)  # a judge set-up error (no API key) stops the run
     # himed.verifiers.green.ERROR_NAMES, spelled out here so listing the catalogue does not import the judge client.
     parts = (
         "matched",
@@ -80,22 +79,6 @@ class GreenReward(Reward):
                 parts.pop("insignificant_errors")
                 results.append({"value": analysis.score, **parts})
         return results
-
-    def score_completions(self, completions: Sequence, **columns: Any) -> list[dict[str, float | None]]:
-        """As ``Reward.score_completions``, except that a judge set-up error (no API key) is raised."""
-        from himed.verifiers.openai_judge import JudgeConfigError
-
-        texts = [completion_text(c) for c in completions]
-        try:
-            return self.score(texts, reference_texts(columns, len(texts)), **columns)
-        except JudgeConfigError:
-            raise
-        except Exception as error:  # a reward must never crash a training step
-            kind = type(error).__name__
-            if kind not in self._logged_errors:
-                self._logged_errors.add(kind)
-                logger.exception("reward %s failed on a batch of %d (%s); scored None", self.__name__, len(texts), kind)
-            return [{"value": None} for _ in texts]
 
     def metrics(self) -> dict[str, float]:
         return self.judge.metrics()

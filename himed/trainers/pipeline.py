@@ -159,11 +159,12 @@ def check_pipeline(config: PipelineConfig, parser: argparse.ArgumentParser):
 def add_reward_summary(evaluation: EvaluationConfig, out_dir: Path, reward=None) -> dict[str, float]:
     """Score the stage's predictions with the reward (default: built from ``evaluation.rewards``, a recipe, with
     its sections) and add the summary to its metrics.json."""
+    from himed.data.jsonl import read_jsonl
     from himed.data.loaders import load_rows
     from himed.rewards.summary import reward_from_recipe, score_predictions
 
     reward = reward or reward_from_recipe(evaluation.rewards)
-    predictions = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines() if line]
+    predictions = [record for _, record in read_jsonl(out_dir / "predictions.jsonl")]
     rows = load_rows(evaluation.data_format, evaluation.data_path, evaluation.split, check_images=False)
     summary = score_predictions(predictions, {row["id"]: row for row in rows}, reward)
     metrics_path = out_dir / "metrics.json"

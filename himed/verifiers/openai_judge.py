@@ -25,6 +25,10 @@ lets 32 requests share a handful of keep-alive connections instead of opening on
 the environment variable named by ``api_key_env`` when the client is created; it is never stored in the config,
 ``describe()``, logs or checkpoints. A local vLLM server started without ``--api-key`` accepts any key: set
 ``OPENAI_API_KEY=EMPTY``.
+
+Why one file of ~490 lines: one class whose request loop (retries, format fallback, endpoint choice, deadline,
+counters) is a single path through shared state; the parts that stand alone already live beside it (``service.py``:
+cache, rate limit, retry policy; ``pool.py``: endpoints; ``prompt.py``: prompt and parsing).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 import pytest
 
-from himed.data.jsonl import JsonlLineError, read_jsonl
+from himed.data.jsonl import JsonlLineError, read_json, read_jsonl
 
 
 def _write(tmp_path, *lines):
@@ -37,3 +37,12 @@ def test_errors_can_be_yielded_in_place_and_non_objects_allowed(tmp_path):
     assert isinstance(values[1][1], JsonlLineError) and values[1][1].problem.startswith("not valid JSON")
     with pytest.raises(ValueError, match="errors must be"):
         list(read_jsonl(path, errors="skip"))
+
+
+def test_read_json_returns_the_value_and_names_a_bad_file(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"a": [1, 2]}', encoding="utf-8")
+    bad.write_text('{"a": ', encoding="utf-8")
+    assert read_json(good) == {"a": [1, 2]}
+    with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
+        read_json(bad)

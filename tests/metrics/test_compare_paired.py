@@ -82,3 +82,19 @@ def test_cli_compare_prints_p_values_and_the_rest_without_samples(runs: dict[str
     assert "| metric | good | poor | Δ poor | p poor |" in out
     assert main(["compare", str(runs["good"]), str(runs["poor"]), "--bootstrap", "0"]) == 0
     assert "| metric | good | poor | Δ poor |\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("{cut off", r"samples.jsonl:2: not valid JSON"), ('{"id": "x"}', r"samples.jsonl:2: not a samples.jsonl record")],
+)
+def test_a_bad_samples_line_is_an_error_naming_its_line(
+    runs: dict[str, Path], tmp_path: Path, line: str, message: str
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text((runs["poor"] / "metrics.json").read_text())
+    first = (runs["poor"] / "samples.jsonl").read_text().splitlines()[0]
+    (bad / "samples.jsonl").write_text(f"{first}\n{line}\n")
+    with pytest.raises(ValueError, match=message):
+        paired_tests(load_runs([runs["good"], bad]), resamples=50, seed=0)

@@ -154,6 +154,9 @@ def read_predictions_from(records: list) -> list:
         ([GOOD[0], GOOD[1], dict(GOOD[2], id="s1")], r"line 3: duplicate id 's1' \(first on line 1\)"),
         ([GOOD[0], {"prediction": "a.", "reference": "b."}], r"line 2: no 'id' while 1 other lines have one"),
         ([GOOD[0], "{not json"], r"line 2: not valid JSON"),
+        # One kind of bad JSON at different columns is one problem listing its lines.
+        ([GOOD[0], "{not json", "   {not json"], r"lines 2, 3: not valid JSON \([^)]*\)(;|$)"),
+        ([GOOD[0], "[1, 2]"], r"line 2: expected a JSON object, got list"),
         ([GOOD[0], {"id": "x", "reference": "b."}], r"line 2: no 'prediction' key"),
         ([GOOD[0], {"id": "x", "prediction": ["a"], "reference": "b."}], r"line 2: 'prediction' must be a string"),
     ],

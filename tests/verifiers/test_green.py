@@ -112,9 +112,12 @@ def test_green_judge_scores_pairs_with_the_green_prompt(green_server, api_key):
     pairs = [("right effusion", "right effusion"), ("left effusion", "right effusion"), ("no finding", "effusion")]
     results = judge.score_batch_sync(pairs)
     assert [r.score for r in results] == [1.0, pytest.approx(1 / 2), 0.0]
-    body = green_server.requests[0]["body"]
-    assert "response_format" not in body and body["temperature"] == 0.0 and body["max_tokens"] == 1024
-    assert body["messages"] == [{"role": "user", "content": green_prompt("right effusion", "right effusion")}]
+    # The pairs are sent concurrently, so the server may see them in any order.
+    bodies = [request["body"] for request in green_server.requests]
+    assert all("response_format" not in b and b["temperature"] == 0.0 and b["max_tokens"] == 1024 for b in bodies)
+    prompts = sorted(body["messages"][0]["content"] for body in bodies)
+    assert prompts == sorted(green_prompt(reference, candidate) for candidate, reference in pairs)
+    assert all(body["messages"][0]["role"] == "user" and len(body["messages"]) == 1 for body in bodies)
     # Cached: the same pairs again cost no request.
     count = green_server.count
     assert [r.score for r in judge.score_batch_sync(pairs)] == [1.0, pytest.approx(1 / 2), 0.0]
@@ -184,3 +187,19 @@ def test_green_judge_pickles_for_multi_process_runs(green_server, api_key):
     assert copy.score_batch_sync([("right effusion", "effusion")])[0].score == 1.0
     copy.close()
     judge.close()
+
+
+def test_green_reward_raises_a_missing_api_key_and_scores_other_failures_none(green_server, monkeypatch):
+    from himed.rewards.registry import build_reward
+    from himed.verifiers.base import JudgeConfigError
+
+    monkeypatch.delenv("HIMED_TEST_GREEN_KEY", raising=False)
+    reward, _ = build_reward(
+        "green", {"judge": {"base_url": green_server.url, "model": "green-test", "api_key_env": "HIMED_TEST_GREEN_KEY"}}
+    )
+    completions = ["<finding>left effusion</finding><impression>effusion</impression>"]
+    with pytest.raises(JudgeConfigError, match="HIMED_TEST_GREEN_KEY"):
+        reward.score_completions(completions, reference=["effusion"])
+    # Any other error of a batch (here: no reference column) is scored None, as for every reward.
+    assert reward.score_completions(completions) == [{"value": None}]
+    reward.close()
