@@ -40,6 +40,7 @@ from trl import GRPOConfig, GRPOTrainer
 from himed.rewards.composite import build_reward_functions, effective_weights, failure_rates, impute
 from himed.rewards.config import RewardsConfig
 from himed.rewards.schedules import build_schedule
+from himed.trainers.vllm_engine import adapt_colocate_generation, left_pad_processor, trainer_engine_options
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +84,13 @@ class HimedGRPOTrainer(GRPOTrainer):
         self.schedule = build_schedule(rewards_config.schedule)
         self.impute_mode = rewards_config.impute
         grpo_args.reward_weights = list(effective_weights(self.reward_components, self.schedule, 0))
-        super().__init__(
-            *args, args=grpo_args, reward_funcs=[component.fn for component in self.reward_components], **kwargs
-        )
+        left_pad_processor(kwargs.get("processing_class"))
+        # vLLM colocate: the engine TRL builds gets the trainer's dtype (himed.trainers.vllm_engine, docs/vllm.md).
+        with trainer_engine_options(grpo_args, kwargs.get("model", args[0] if args else None)):
+            super().__init__(
+                *args, args=grpo_args, reward_funcs=[component.fn for component in self.reward_components], **kwargs
+            )
+        adapt_colocate_generation(self)
 
     @property
     def component_names(self) -> list[str]:
