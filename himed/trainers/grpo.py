@@ -202,10 +202,10 @@ def main(argv: Sequence[str] | None = None) -> HimedGRPOTrainer:
     """Entry point of ``recipes/himed_grpo.py``: ``--config FILE`` plus flag overrides."""
     from trl import ModelConfig
 
-    from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
+    from himed.trainers.config import DataArguments, HimedGRPOConfig, RewardArguments, parse_recipe
 
     data_args, reward_args, grpo_args, model_args = parse_recipe(
-        [DataArguments, RewardArguments, GRPOConfig, ModelConfig], argv
+        [DataArguments, RewardArguments, HimedGRPOConfig, ModelConfig], argv
     )
     return run_grpo(data_args, reward_args, grpo_args, model_args)
 
