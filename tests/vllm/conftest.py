@@ -57,3 +57,77 @@ def demo_variants(tmp_path_factory) -> dict[str, Path]:
         "two_images": make_demo(tmp_path_factory.mktemp("demo_two"), lateral_rate=1.0, with_text=False),
         "with_text": make_demo(tmp_path_factory.mktemp("demo_text"), lateral_rate=0.0, with_text=True),
     }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class VLLMServer:
+    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 (``vllm serve`` needs the ``vllm`` distribution
+    name, which the CPU build lacks: docs/vllm.md), stopped by ``stop()``; its log is kept for the assertions."""
+
+    def __init__(self, model_dir: Path, log_path: Path, *extra: str):
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.model = "tiny"
+        self.log_path = log_path
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
+        command += ["--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--dtype", "float32", "--max-model-len", "1024", "--limit-mm-per-prompt", '{"image": 2}']
+        command += ["--logprobs-mode", "processed_logprobs", "--enable-scale-out", *extra]
+        # VLLM_SERVER_DEV_MODE: the /server_info and weight endpoints TRL's client uses (launch/serve_rollout.sh).
+        env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+        self.log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def wait(self, timeout: float = 420.0) -> "VLLMServer":
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vLLM server exited {self.process.returncode}: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(1.0)
+        self.stop()
+        raise TimeoutError(f"vLLM server not up after {timeout:.0f} s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except Exception:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model_dir, tmp_path_factory):
+    """One server per test module that needs it (start-up is most of the cost; never two at once).
+
+    Structured outputs through xgrammar with free whitespace forbidden: under json_schema a random-weight model can
+    then only emit the object itself (with free whitespace allowed it emits whitespace until max_tokens).
+    """
+    server = VLLMServer(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("vllm_server") / "server.log",
+        "--structured-outputs-config",
+        '{"backend": "xgrammar", "disable_any_whitespace": true}',
+    ).wait()
+    yield server
+    server.stop()

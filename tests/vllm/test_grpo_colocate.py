@@ -20,7 +20,10 @@ from himed.trainers.grpo import run_grpo
 
 pytestmark = pytest.mark.vllm
 
-MAX_LOGP_GAP = 1e-3
+MAX_LOGP_GAP = 1e-3  # issue 12's bound
+# What agreement measures here after the fixes: ~1e-7 (float32 rounding). 1e-4 still catches the right-padded
+# mm_token_type_ids cause, whose ~1e-3 per padded row averages to ~5e-4 per batch (below issue 12's bound).
+FLOAT32_LOGP_GAP = 1e-4
 STEPS = 3
 
 
@@ -73,4 +76,5 @@ def test_colocate_grpo_trains_and_rollout_agrees_with_trainer(tmp_path, tiny_mod
             assert math.isfinite(entry[f"rewards/{name}/mean"]), name
         gap = entry["sampling/sampling_logp_difference/mean"]
         assert gap <= MAX_LOGP_GAP, f"step {entry['step']}: rollout and trainer disagree (logp gap {gap:.3g})"
+        assert gap <= FLOAT32_LOGP_GAP, f"step {entry['step']}: logp gap {gap:.3g} is above float32 rounding"
     assert changed_parameters(trainer.model, tiny_model_dir) > 0
