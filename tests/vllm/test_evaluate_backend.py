@@ -22,8 +22,8 @@ def evaluate(model_dir, data_dir, out_dir, backend):
 
 def first_difference(processor, left: str, right: str) -> str:
     a, b = processor.tokenizer(left)["input_ids"], processor.tokenizer(right)["input_ids"]
-    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"first differing token at {at}: hf {a[at:at + 1]} vs vllm {b[at:at + 1]} after {a[:at][-5:]}"
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"first differing token at {at}: hf {a[at : at + 1]} vs vllm {b[at : at + 1]} after {a[:at][-5:]}"
 
 
 def test_vllm_backend_predicts_what_hf_predicts(tmp_path, tiny_model_dir, demo_variants):
