@@ -71,6 +71,8 @@ class VLLMServer:
     """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 (``vllm serve`` needs the ``vllm`` distribution
     name, which the CPU build lacks: docs/vllm.md), stopped by ``stop()``; its log is kept for the assertions."""
 
+    MAX_MODEL_LEN = 4096  # the judge prompt alone is ~1,100 tokens with the tiny model's small BPE vocabulary
+
     def __init__(self, model_dir: Path, log_path: Path, *extra: str):
         import subprocess
         import sys
@@ -81,12 +83,16 @@ class VLLMServer:
         self.log_path = log_path
         command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
         command += ["--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--dtype", "float32", "--max-model-len", "1024", "--limit-mm-per-prompt", '{"image": 2}']
+        command += ["--dtype", "float32", "--max-model-len", str(self.MAX_MODEL_LEN)]
+        command += ["--limit-mm-per-prompt", '{"image": 2}']
         command += ["--logprobs-mode", "processed_logprobs", "--enable-scale-out", *extra]
         # VLLM_SERVER_DEV_MODE: the /server_info and weight endpoints TRL's client uses (launch/serve_rollout.sh).
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
         self.log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        # Its own session: kill() and stop() reach the engine-core child process too.
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
     def wait(self, timeout: float = 420.0) -> "VLLMServer":
         import time
@@ -105,14 +111,24 @@ class VLLMServer:
         self.stop()
         raise TimeoutError(f"vLLM server not up after {timeout:.0f} s: {self.log_path.read_text()[-3000:]}")
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL the server and its children (a crash, not a shutdown)."""
+        import signal
+
         if self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
-            except Exception:
-                self.process.kill()
-                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
         self.log.close()
 
 
