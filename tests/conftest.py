@@ -8,6 +8,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# The image-check cache (himed.data.image_checks) goes to a fresh folder per test session, not ~/.cache.
+os.environ.setdefault("HIMED_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="himed-cache-"))
 
 from pathlib import Path  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""``himed data ...`` commands: ``himed data demo`` writes the procedural demo data set (himed.data.demo)."""
+"""``himed data ...`` commands: ``himed data demo`` writes the procedural demo data set (himed.data.demo);
+``himed data resize`` makes a pre-resized image cache for one image budget (himed.data.resize)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,60 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="processes drawing images (default: up to 2, the usable CPU cores; files are identical either way)",
     )
     demo.set_defaults(handler=run_demo)
+    _add_resize(data_commands)
+
+
+def _add_resize(data_commands: argparse._SubParsersAction) -> None:
+    resize = data_commands.add_parser(
+        "resize",
+        help="pre-resize a dataset's images once for an image budget (min_pixels/max_pixels)",
+        description="Resize every image of the chosen splits to exactly the size the Qwen-VL processor picks at the "
+        "budget, store them losslessly under OUT/images and write OUT/<split>.jsonl rows pointing at them "
+        "(train on them with data_format: jsonl, data_path: OUT and the same budget; docs/images.md).",
+    )
+    resize.add_argument("--data", required=True, help="dataset path (as data_path in a recipe)")
+    resize.add_argument("--data-format", default="r2gen", help="r2gen, mimic_cxr_jpg, jsonl or hf_disk (default r2gen)")
+    resize.add_argument("--splits", default="train,val,test", help="comma-separated splits (default train,val,test)")
+    resize.add_argument("--out-dir", required=True, help="cache directory (images/, <split>.jsonl, resize.json)")
+    resize.add_argument("--max-pixels", type=_positive_int, required=True, help="the budget's max_pixels")
+    resize.add_argument("--min-pixels", type=_positive_int, default=None, help="the budget's min_pixels")
+    resize.add_argument(
+        "--model", help="model folder whose image processor (patch, merge, filter) to use (default: Qwen2.5-VL's)"
+    )
+    resize.add_argument("--on-bad-rows", default="error", choices=["error", "skip"], help="an undecodable image")
+    resize.add_argument("--workers", type=_positive_int, default=None, help="resizing threads (default 2 x cores)")
+    resize.set_defaults(handler=run_resize)
+
+
+def run_resize(args: argparse.Namespace) -> int:
+    import time
+
+    from himed.data.loaders import load_rows
+    from himed.data.resize import build_resize_cache
+    from himed.models.image_budget import QWEN_SHIPPED_MIN_PIXELS, apply_image_budget
+
+    start = time.perf_counter()
+    if args.model:
+        from himed.models.loading import load_processor
+
+        processor = load_processor(args.model)
+    else:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        # Qwen2.5-VL's image processor as shipped: patch 14, merge 2, bicubic, RGB.
+        processor = Qwen2VLImageProcessorPil(min_pixels=QWEN_SHIPPED_MIN_PIXELS, max_pixels=args.max_pixels)
+    apply_image_budget(processor, args.min_pixels, args.max_pixels)
+    splits = [name.strip() for name in args.splits.split(",") if name.strip()]
+    options = {"on_bad": args.on_bad_rows, "check_images": "none"}
+    rows = {split: load_rows(args.data_format, args.data, split, **options) for split in splits}
+    manifest = build_resize_cache(
+        rows, args.out_dir, processor, on_bad=args.on_bad_rows, workers=args.workers, source=str(args.data)
+    )
+    print(
+        f"resized {manifest['images']} images ({manifest['studies']}) at min_pixels {manifest['min_pixels']}, "
+        f"max_pixels {manifest['max_pixels']} into {args.out_dir} in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -85,7 +85,7 @@ def _r2gen_row(entry: Any, where: str) -> Mapping:
     return row
 
 
-def load_r2gen(root: str | Path, split: str, *, on_bad: OnBad = "error", check_images: bool = True) -> list[dict]:
+def load_r2gen(root: str | Path, split: str, *, on_bad: OnBad = "error", check_images: str | bool = True) -> list[dict]:
     """Rows of one split of an R2Gen dataset folder (``annotation.json`` and ``images/``)."""
     root = Path(root)
     annotation = root / "annotation.json"
@@ -203,7 +203,7 @@ def load_mimic_cxr_jpg(
     reports_csv: str | Path | None = None,
     labels_csv: str | Path | None = None,
     on_bad: OnBad = "error",
-    check_images: bool = True,
+    check_images: str | bool = True,
     views: Sequence[str] | None = DEFAULT_MIMIC_VIEWS,
     max_images: int | None = None,
     prior_report: bool = False,
@@ -314,7 +314,7 @@ def load_jsonl(
     path: str | Path,
     *,
     on_bad: OnBad = "error",
-    check_images: bool = True,
+    check_images: str | bool = True,
     image_root: str | Path | None = None,
 ) -> list[dict]:
     """Rows of a JSONL file, one study row per line (blank lines are not rows); errors name ``file:line``."""
@@ -356,7 +356,7 @@ def load_hf_disk(
     split: str | None = None,
     *,
     on_bad: OnBad = "error",
-    check_images: bool = True,
+    check_images: str | bool = True,
     image_root: str | Path | None = None,
 ) -> list[dict]:
     """Rows of a ``datasets`` Dataset/DatasetDict saved with ``save_to_disk``.
@@ -405,7 +405,7 @@ def _jsonl_split(
     split: str | None,
     *,
     on_bad: OnBad = "error",
-    check_images: bool = True,
+    check_images: str | bool = True,
     image_root: str | Path | None = None,
 ) -> list[dict]:
     """A folder holds ``<split>.jsonl``; a file is itself one split."""

@@ -146,19 +146,60 @@ def split_report(report: str) -> ReportSections:
 # --- images ----------------------------------------------------------------------------------------------------
 
 
-def check_image_file(path: str, *, where: str, field: str = "images") -> None:
-    """Raise BadRowError unless ``path`` is a file that PIL opens and verifies.
+# How thoroughly an image file is checked while loading, cheapest first. ``verify`` is what ``check_images: true``
+# always meant; ``decode`` is the only level that catches a truncated JPEG body (verify passes it).
+IMAGE_CHECK_LEVELS = ("none", "open", "verify", "decode")
+
+
+def image_check_level(value: Any) -> str:
+    """The check level named by ``value``: a level name, or a bool (True = ``verify``, False = ``none``)."""
+    if isinstance(value, bool):
+        return "verify" if value else "none"
+    text = str(value).strip().lower()
+    text = {"true": "verify", "yes": "verify", "1": "verify", "false": "none", "no": "none", "0": "none"}.get(
+        text, text
+    )
+    if text not in IMAGE_CHECK_LEVELS:
+        raise ValueError(f"check_images must be one of {', '.join(IMAGE_CHECK_LEVELS)} (or true/false), got {value!r}")
+    return text
+
+
+def decode_image_file(path: str) -> None:
+    """Decode every pixel of ``path`` (raises what PIL raises). JPEGs decode at 1/8 scale (``draft``): all of the
+    entropy-coded data is still read, so a truncated or corrupt body fails the same way, at about half the cost."""
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+
+
+def image_file_problem(path: str, level: str = "verify") -> tuple[str, str] | None:
+    """``(reason, message)`` when ``path`` fails the ``level`` check, else None (``none`` checks nothing)."""
+    if level == "none":
+        return None
+    if not os.path.isfile(path):
+        return MISSING_IMAGE, f"image file not found: {path}"
+    try:
+        if level == "decode":
+            decode_image_file(path)
+        else:
+            with Image.open(path) as image:
+                if level == "verify":
+                    image.verify()
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for bad files
+        return CORRUPT_IMAGE, f"image file {path} is unreadable ({level}): {error}"
+    return None
+
+
+def check_image_file(path: str, *, where: str, field: str = "images", level: str | bool = "verify") -> None:
+    """Raise BadRowError unless ``path`` passes the ``level`` check (``IMAGE_CHECK_LEVELS``).
 
     ``verify`` checks the header and, for PNG, every chunk's CRC, without decoding pixels (cheap enough for
-    whole datasets). A truncated JPEG body passes it; the image processor will fail on that later.
+    whole datasets). A truncated JPEG body passes it; only ``decode`` catches that before training.
     """
-    if not os.path.isfile(path):
-        raise BadRowError(where, field, MISSING_IMAGE, f"image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for bad files
-        raise BadRowError(where, field, CORRUPT_IMAGE, f"image file {path} is unreadable: {error}") from None
+    problem = image_file_problem(path, image_check_level(level))
+    if problem is not None:
+        raise BadRowError(where, field, *problem)
 
 
 def normalize_view(view: Any) -> str:
@@ -208,7 +249,9 @@ def _row_id(row: Mapping, where: str) -> str:
     return value
 
 
-def _images(row: Mapping, where: str, image_root: str | Path | None, check_images: bool) -> list:
+def _images(
+    row: Mapping, where: str, image_root: str | Path | None, check_images: str | bool, check_paths: bool = True
+) -> list:
     if "images" not in row or row["images"] is None:
         raise BadRowError(where, "images", MISSING_FIELD, "missing")
     images = row["images"]
@@ -218,11 +261,12 @@ def _images(row: Mapping, where: str, image_root: str | Path | None, check_image
         )
     if not images:
         raise BadRowError(where, "images", MISSING_FIELD, "no images")
+    level = image_check_level(check_images)
     out: list = []
     for i, image in enumerate(images):
         field = f"images[{i}]"
         if isinstance(image, Image.Image):
-            if check_images:
+            if level != "none":
                 # Lazily opened images (datasets decodes on access) only fail when their pixels are read.
                 try:
                     image.load()
@@ -236,8 +280,8 @@ def _images(row: Mapping, where: str, image_root: str | Path | None, check_image
             raise BadRowError(where, field, WRONG_TYPE, f"expected a path or a PIL image, got {image!r:.80}")
         path = image if os.path.isabs(image) or image_root is None else os.path.join(image_root, image)
         path = os.path.abspath(path)
-        if check_images:
-            check_image_file(path, where=where, field=field)
+        if level != "none" and check_paths:
+            check_image_file(path, where=where, field=field, level=level)
         out.append(path)
     return out
 
@@ -272,14 +316,17 @@ def validate_row(
     row: Mapping,
     *,
     where: str,
-    check_images: bool = True,
+    check_images: str | bool = True,
     image_root: str | Path | None = None,
+    check_paths: bool = True,
 ) -> dict:
     """Validate one study row and return it in the normalized form of the module docstring.
 
     ``where`` names the source and the row (e.g. ``"data/annotation.json: train[3] (id 'CXR1')"``); every error
     message starts with it. Relative image paths are resolved against ``image_root`` (or the working directory).
-    With ``check_images`` each image file must exist and pass PIL's ``verify``.
+    ``check_images`` is a level of ``IMAGE_CHECK_LEVELS`` (True = ``verify``: each image file must exist and pass
+    PIL's ``verify``; False = ``none``). ``check_paths=False`` leaves image files to the caller (``RowSkips``
+    checks them all at once, in parallel) and checks only in-memory PIL images.
     """
     if not isinstance(row, Mapping):
         raise BadRowError(where, "<row>", WRONG_TYPE, f"expected an object, got {type(row).__name__}")
@@ -301,7 +348,7 @@ def validate_row(
         raise BadRowError(
             where, "findings", EMPTY_FINDINGS, "findings is empty (impression-only studies cannot be targets)"
         )
-    images = _images(row, where, image_root, check_images)
+    images = _images(row, where, image_root, check_images, check_paths)
     return {
         "id": row_id,
         "images": images,
@@ -372,20 +419,49 @@ class RowSkips:
 
         ``convert(raw, where)`` maps a format's record to the study-row vocabulary first; a raw item that is
         already a ``BadRowError`` (a loader found the problem, e.g. unparsable JSON) goes straight to the policy.
+        Image files are checked after the rows, all at once (``image_checks.check_image_files``: parallel, with a
+        progress bar, cached per ``source``); a row with a bad file then goes to the policy like any bad row.
         """
-        rows = []
+        level = image_check_level(options.pop("check_images", True))
+        checked: list[tuple[str, dict]] = []
+        first_error: BadRowError | None = None
         for where, raw in items:
             try:
                 if isinstance(raw, BadRowError):
                     raise raw
                 row = convert(raw, where) if convert is not None else raw
+                valid = validate_row(row, where=where, check_images=level, check_paths=False, **options)
+                self.check_duplicate(valid["id"], where=where)
             except BadRowError as error:
+                if self.on_bad == "error":  # raised after the image files of the rows before it are checked
+                    first_error = error
+                    break
                 self.bad(error)
                 continue
-            valid = self.validate(row, where=where, **options)
-            if valid is not None:
-                rows.append(valid)
+            checked.append((where, valid))
+        rows = self._drop_bad_image_files(checked, level)
+        if first_error is not None:
+            raise first_error
         self.log_summary()
+        return rows
+
+    def _drop_bad_image_files(self, checked: list[tuple[str, dict]], level: str) -> list[dict]:
+        from himed.data.image_checks import check_image_files
+
+        paths = [image for _, row in checked for image in row["images"] if isinstance(image, str)]
+        problems = check_image_files(paths, level, cache_key=self.source)
+        rows = []
+        for where, row in checked:
+            bad = [
+                (i, problems[image])
+                for i, image in enumerate(row["images"])
+                if isinstance(image, str) and image in problems
+            ]
+            if bad:
+                i, (reason, message) = bad[0]
+                self.bad(BadRowError(where, f"images[{i}]", reason, message))
+                continue
+            rows.append(row)
         return rows
 
     def summary(self) -> str:

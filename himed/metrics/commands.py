@@ -107,11 +107,24 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     generation.add_argument(
         "--limit", type=int, default=None, help="only the first N studies of the split (smoke runs)"
     )
+    generation.add_argument(
+        "--min-pixels", type=int, default=None, help="image budget (docs/images.md); default: the model folder's"
+    )
+    generation.add_argument(
+        "--max-pixels", type=int, default=None, help="image budget (docs/images.md); default: the model folder's"
+    )
+    generation.add_argument(
+        "--on-bad-rows",
+        default="error",
+        choices=["error", "skip"],
+        help="a study whose image does not decode: stop naming it (error), or leave it out of the scores (skip)",
+    )
     parser.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from himed.metrics.evaluate import GenerationSettings, evaluate_predictions_file, generate_predictions
+    from himed.metrics.evaluate import evaluate_predictions_file
+    from himed.metrics.generation import GenerationSettings, generate_predictions
 
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     labeler_kwargs = {}
@@ -156,10 +169,22 @@ def _evaluate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             backend=args.backend,
             hierarchical=args.hierarchical,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
         )
+        skipped: list[str] = []
         predictions = generate_predictions(
-            rows, args.out_dir, settings, batch_size=args.batch_size, device=args.device, dtype=args.dtype
+            rows,
+            args.out_dir,
+            settings,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+            on_bad=args.on_bad_rows,
+            skipped=skipped,
         )
+        if skipped:  # studies without a decodable image have no prediction and are left out of the scores
+            rows = [row for row in rows if str(row["id"]) not in set(skipped)]
         # The references came from the same rows and sit on each line; a model may generate an empty report.
         result = evaluate_predictions_file(
             predictions,

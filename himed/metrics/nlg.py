@@ -2,7 +2,7 @@
 
 Variant implemented (what a reader needs to put these numbers next to a paper's table):
 
-- Inputs are the already-cleaned texts (R2Gen's cleaning is applied by the caller, ``himed.metrics.evaluate``),
+- Inputs are the already-cleaned texts (R2Gen's cleaning is applied by the caller, ``himed.metrics.scoring``),
   one hypothesis and one reference per study, passed to the scorers as ``{index: [text]}`` dicts. No PTB
   tokenizer and no reference truncation (DESIGN.md section 4): tokens are the space-separated words of the cleaned
   text, as in R2Gen's ``compute_scores``.

@@ -50,7 +50,35 @@ class DataArguments:
         default="error",
         metadata={"help": "error: stop at the first bad row naming file and row; skip: count, log and drop it."},
     )
-    check_images: bool = field(default=True, metadata={"help": "Open every image once while loading."})
+    check_images: str = field(
+        default="verify",
+        metadata={
+            "help": "Image check while loading: none, open (header), verify (PIL verify; true means this), or decode "
+            "(every pixel, in parallel with a progress bar: catches truncated JPEGs). Results are cached per dataset "
+            "by file size and mtime, so the ranks of a run and later runs check once (docs/images.md)."
+        },
+    )
+    min_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Image budget (Qwen's min_pixels): smallest resized image, in pixels; null keeps the model "
+            "folder's value. Saved into every stage's output folder (docs/images.md)."
+        },
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Image budget (Qwen's max_pixels): largest resized image, in pixels (28*28 px per visual token "
+            "for Qwen2.5-VL); null keeps the model folder's value (12,845,056 for Qwen2.5-VL-3B/7B-Instruct)."
+        },
+    )
+    max_visual_tokens_per_study: int | None = field(
+        default=None,
+        metadata={
+            "help": "A study whose images exceed this many visual tokens in all is a bad row (error or skip per "
+            "on_bad_rows); null: no limit, only the start-of-stage log line on a sample."
+        },
+    )
     reports_csv: str | None = field(
         default=None, metadata={"help": "mimic_cxr_jpg only: the sectioned report CSV (findings/impression)."}
     )
@@ -59,6 +87,15 @@ class DataArguments:
         self.sections = list(validate_sections(self.sections))
         if self.on_bad_rows not in ON_BAD_ROWS:
             raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {self.on_bad_rows!r}")
+        from himed.data.rows import image_check_level
+        from himed.models.image_budget import validate_budget
+
+        self.check_images = image_check_level(self.check_images)
+        validate_budget(self.min_pixels, self.max_pixels)
+        if self.max_visual_tokens_per_study is not None and self.max_visual_tokens_per_study < 1:
+            raise ValueError(
+                f"max_visual_tokens_per_study must be >= 1 or null, got {self.max_visual_tokens_per_study}"
+            )
 
     def loader_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"on_bad": self.on_bad_rows, "check_images": self.check_images}

@@ -171,13 +171,15 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
     """Build model, data and rewards from a parsed recipe, train, and save the policy with its processor."""
     from trl import get_peft_config
 
+    from himed.data.decode_guard import guard_image_decoding, log_decode_skips
     from himed.data.examples import grpo_dataset
+    from himed.models.image_budget import prepare_stage_images
     from himed.trainers.stages import load_stage_model, load_stage_rows, save_stage_output
 
     check_patient_data_policy(grpo_args, reward_args.allow_remote_patient_data)
     rewards_config = RewardsConfig.from_dict(reward_args.reward_block(), where="recipe reward block")
     model, processor = load_stage_model(model_args)
-    train_rows, eval_rows = load_stage_rows(data_args)
+    train_rows, eval_rows = prepare_stage_images(processor, data_args, *load_stage_rows(data_args))
     prompt_options = {
         "sections": data_args.sections,
         "include_indication": data_args.include_indication,
@@ -186,14 +188,18 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
     trainer = HimedGRPOTrainer(
         model=model,
         processing_class=processor,
-        train_dataset=grpo_dataset(train_rows, **prompt_options),
-        eval_dataset=grpo_dataset(eval_rows, **prompt_options) if eval_rows else None,
+        # Images decode under on_bad_rows: a bad one is an error naming the study, or a counted, logged skip.
+        train_dataset=guard_image_decoding(grpo_dataset(train_rows, **prompt_options), data_args.on_bad_rows),
+        eval_dataset=guard_image_decoding(grpo_dataset(eval_rows, **prompt_options), data_args.on_bad_rows, name="eval")
+        if eval_rows
+        else None,
         peft_config=get_peft_config(model_args),
         rewards_config=rewards_config,
         sections=data_args.sections,
         grpo_args=grpo_args,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(grpo_args.resume_from_checkpoint, grpo_args.output_dir))
+    log_decode_skips(trainer.train_dataset, trainer.eval_dataset)
     save_stage_output(trainer, processor, grpo_args.output_dir)
     return trainer
 

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 def _report_options(data_args, stage_args) -> dict:
     return {
+        "on_bad": data_args.on_bad_rows,
         "sections": data_args.sections,
         "think": stage_args.think,
         "include_indication": data_args.include_indication,
@@ -38,10 +39,13 @@ def _report_options(data_args, stage_args) -> dict:
     }
 
 
-def _datasets(build, train_rows, eval_rows, **options) -> dict:
+def _datasets(build, train_rows, eval_rows, on_bad: str = "error", **options) -> dict:
+    """Train/eval datasets whose images decode under the on_bad_rows policy (``himed.data.decode_guard``)."""
+    from himed.data.decode_guard import guard_image_decoding
+
     return {
-        "train_dataset": build(train_rows, **options),
-        "eval_dataset": build(eval_rows, **options) if eval_rows else None,
+        "train_dataset": guard_image_decoding(build(train_rows, **options), on_bad, name="train"),
+        "eval_dataset": guard_image_decoding(build(eval_rows, **options), on_bad, name="eval") if eval_rows else None,
     }
 
 
@@ -66,6 +70,7 @@ def observation_stage(train_rows, eval_rows, data_args, stage_args, **trainer_kw
     from himed.data.examples import observation_dataset
 
     options = {
+        "on_bad": data_args.on_bad_rows,
         "observations": observation_set(stage_args.observations),
         "include_indication": data_args.include_indication,
         "include_prior": data_args.include_prior,
@@ -93,11 +98,13 @@ def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTraine
     """Build model and data from a parsed recipe, train the configured stage, and save the policy and processor."""
     from trl import get_peft_config
 
+    from himed.data.decode_guard import log_decode_skips
+    from himed.models.image_budget import prepare_stage_images
     from himed.trainers.grpo import resolve_resume
     from himed.trainers.stages import load_stage_model, load_stage_rows, save_stage_output
 
     model, processor = load_stage_model(model_args)
-    train_rows, eval_rows = load_stage_rows(data_args)
+    train_rows, eval_rows = prepare_stage_images(processor, data_args, *load_stage_rows(data_args))
     trainer = STAGES[stage_args.stage](
         train_rows,
         eval_rows,
@@ -109,6 +116,7 @@ def run_sft(data_args, stage_args, sft_args: SFTConfig, model_args) -> SFTTraine
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=resolve_resume(sft_args.resume_from_checkpoint, sft_args.output_dir))
+    log_decode_skips(trainer.train_dataset, trainer.eval_dataset)
     save_stage_output(trainer, processor, sft_args.output_dir)
     return trainer
 

@@ -14,7 +14,8 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from himed.cli import main
 from himed.data.normalize import clean_report
-from himed.metrics.evaluate import attach_references, read_predictions, score_lines
+from himed.metrics.predictions import attach_references, read_predictions
+from himed.metrics.scoring import score_lines
 
 GOOD = [
     {

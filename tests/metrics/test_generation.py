@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from himed.metrics.evaluate import GenerationSettings, VLLMGenerator, evaluate_predictions_file, generate_predictions
+from himed.metrics.evaluate import evaluate_predictions_file
+from himed.metrics.generation import GenerationSettings, VLLMGenerator, generate_predictions
 
 
 def make_rows(n: int) -> list[dict]:

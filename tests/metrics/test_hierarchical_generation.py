@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from himed.data.sections import parse_strict
-from himed.metrics.evaluate import GenerationSettings, HFGenerator, generate_hierarchical, generate_predictions
+from himed.metrics.generation import GenerationSettings, HFGenerator, generate_hierarchical, generate_predictions
 
 
 def make_rows(n: int) -> list[dict]:
