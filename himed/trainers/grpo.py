@@ -77,6 +77,7 @@ class HimedGRPOTrainer(GRPOTrainer):
         rewards_config: RewardsConfig,
         sections: Sequence[str],
         grpo_args: GRPOConfig,
+        rollout_mm_processor_kwargs: dict[str, int] | None = None,
         **kwargs: Any,
     ):
         self.rewards_config = rewards_config
@@ -86,7 +87,9 @@ class HimedGRPOTrainer(GRPOTrainer):
         grpo_args.reward_weights = list(effective_weights(self.reward_components, self.schedule, 0))
         left_pad_processor(kwargs.get("processing_class"))
         # vLLM colocate: the engine TRL builds gets the trainer's dtype (himed.trainers.vllm_engine, docs/vllm.md).
-        with trainer_engine_options(grpo_args, kwargs.get("model", args[0] if args else None)):
+        # and the recipe's image budget (rollout_mm_processor_kwargs: image_budget_kwargs of the recipe).
+        model = kwargs.get("model", args[0] if args else None)
+        with trainer_engine_options(grpo_args, model, rollout_mm_processor_kwargs):
             super().__init__(
                 *args, args=grpo_args, reward_funcs=[component.fn for component in self.reward_components], **kwargs
             )
@@ -173,7 +176,7 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
 
     from himed.data.decode_guard import guard_image_decoding, log_decode_skips
     from himed.data.examples import grpo_dataset
-    from himed.models.image_budget import prepare_stage_images
+    from himed.models.image_budget import image_budget_kwargs, prepare_stage_images
     from himed.trainers.stages import load_stage_model, load_stage_rows, save_stage_output
 
     check_patient_data_policy(grpo_args, reward_args.allow_remote_patient_data)
@@ -197,6 +200,7 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
         rewards_config=rewards_config,
         sections=data_args.sections,
         grpo_args=grpo_args,
+        rollout_mm_processor_kwargs=image_budget_kwargs(data_args),
     )
     trainer.train(resume_from_checkpoint=resolve_resume(grpo_args.resume_from_checkpoint, grpo_args.output_dir))
     log_decode_skips(trainer.train_dataset, trainer.eval_dataset)

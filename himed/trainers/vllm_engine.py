@@ -82,15 +82,19 @@ def colocate_engine_options(**options: Any) -> Iterator[None]:
         generation.LLM = original
 
 
-def trainer_engine_options(grpo_args: Any, model: Any):
-    """The context HimedGRPOTrainer builds TRL's trainer in: engine options for colocate mode, nothing otherwise."""
+def trainer_engine_options(grpo_args: Any, model: Any, mm_processor_kwargs: dict[str, int] | None = None):
+    """The context HimedGRPOTrainer builds TRL's trainer in: engine options for colocate mode, nothing otherwise.
+
+    ``mm_processor_kwargs``: the recipe's image budget (``himed.models.image_budget.image_budget_kwargs``), so the
+    engine's own HF processor resizes images as the trainer's does (same grids, same visual tokens).
+    """
     from contextlib import nullcontext
 
     if not getattr(grpo_args, "use_vllm", False) or getattr(grpo_args, "vllm_mode", None) != "colocate":
         return nullcontext()
     choice = getattr(grpo_args, "vllm_dtype", "match")  # a plain GRPOConfig (tests, library use) has no such field
     dtype = rollout_dtype(choice, model, bf16=bool(grpo_args.bf16), fp16=bool(grpo_args.fp16))
-    return colocate_engine_options(dtype=dtype)
+    return colocate_engine_options(dtype=dtype, mm_processor_kwargs=mm_processor_kwargs or None)
 
 
 def collapse_image_runs(prompt_ids: list[int], image_token_id: int) -> list[int]:

@@ -19,9 +19,16 @@ def tensor_of(field):
     return field.data if hasattr(field, "data") else field
 
 
-@pytest.mark.parametrize("variant,images_per_study", [("with_text", 1), ("two_images", 2)])
+# An image budget below the 112 px demo images' default (max_pixels 56 x 56: 4 visual tokens instead of 16): the
+# colocated engine must resize as the trainer's processor does (issue 11's budget reaching vLLM).
+BUDGET = {"min_pixels": 28 * 28, "max_pixels": 56 * 56}
+
+
+@pytest.mark.parametrize(
+    "variant,images_per_study,budget", [("with_text", 1, None), ("two_images", 2, None), ("two_images", 2, BUDGET)]
+)
 def test_vllm_generates_from_the_ids_and_grids_the_trainer_scores(
-    tmp_path, tiny_model_dir, demo_variants, monkeypatch, variant, images_per_study
+    tmp_path, tiny_model_dir, demo_variants, monkeypatch, variant, images_per_study, budget
 ):
     requests, scored = [], []
     process_inputs = InputProcessor.process_inputs
@@ -40,12 +47,16 @@ def test_vllm_generates_from_the_ids_and_grids_the_trainer_scores(
 
     monkeypatch.setattr(InputProcessor, "process_inputs", record_request)
     monkeypatch.setattr(grpo.HimedGRPOTrainer, "_generate_and_score_completions", record_scored)
-    trainer = grpo.run_grpo(*colocate_args(tmp_path, tiny_model_dir, demo_variants[variant], max_steps=1))
+    trainer = grpo.run_grpo(
+        *colocate_args(tmp_path, tiny_model_dir, demo_variants[variant], data_overrides=budget, max_steps=1)
+    )
     image_token_id = trainer.processing_class.image_token_id
 
     ((inputs, output),) = scored
     assert len(requests) == len(inputs)  # one vLLM request per completion (TRL's colocate n=1)
     grids = output["image_grid_thw"].tolist()
+    if budget is not None:
+        assert all(grid == [1, 4, 4] for grid in grids)  # 56 x 56 pixels: 4 x 4 patches, 4 visual tokens
     image_counts = [len(row["images"]) for row in inputs]
     assert set(image_counts) == {images_per_study}
     lengths = output["prompt_mask"].sum(1).tolist()

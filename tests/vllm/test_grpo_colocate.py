@@ -27,8 +27,8 @@ FLOAT32_LOGP_GAP = 1e-4
 STEPS = 3
 
 
-def colocate_args(tmp_path, model_dir, data_dir, **overrides):
-    data = DataArguments(data_path=str(data_dir), max_train_samples=4)
+def colocate_args(tmp_path, model_dir, data_dir, data_overrides=None, **overrides):
+    data = DataArguments(data_path=str(data_dir), max_train_samples=4, **(data_overrides or {}))
     reward = RewardArguments(rewards=[{"name": "format"}, {"name": "token"}])
     options = dict(
         output_dir=str(tmp_path / "grpo"),
