@@ -115,6 +115,15 @@ def grpo_step_seconds(model_dir, demo_dir, use_vllm, prompts, generations, max_t
     from himed.trainers.config import DataArguments, RewardArguments
     from himed.trainers.grpo import run_grpo
 
+    import json as _json
+
+    config = _json.loads((Path(model_dir) / "config.json").read_text())
+    vision_ids = [
+        config[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    ]
+    # A random-weight model samples these now and then; TRL's scoring forward then fails (image tokens without
+    # images). Both engines are told to never sample them, each in its own terms.
+    forbid = {"logit_bias": {i: -100.0 for i in vision_ids}} if use_vllm else {"suppress_tokens": vision_ids}
     with tempfile.TemporaryDirectory() as out:
         args = GRPOConfig(
             output_dir=out,
@@ -130,6 +139,7 @@ def grpo_step_seconds(model_dir, demo_dir, use_vllm, prompts, generations, max_t
             report_to="none",
             seed=0,
             temperature=1.0,
+            generation_kwargs=forbid,
             use_vllm=use_vllm,
             vllm_mode="colocate",
             vllm_max_model_length=1024,
