@@ -115,9 +115,7 @@ def grpo_step_seconds(model_dir, demo_dir, use_vllm, prompts, generations, max_t
     from himed.trainers.config import DataArguments, RewardArguments
     from himed.trainers.grpo import run_grpo
 
-    import json as _json
-
-    config = _json.loads((Path(model_dir) / "config.json").read_text())
+    config = json.loads((Path(model_dir) / "config.json").read_text())
     vision_ids = [
         config[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
     ]
