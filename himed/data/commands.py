@@ -26,6 +26,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="data sets: the procedural demo set")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -65,6 +75,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--lateral-rate", type=float, default=0.2, help="fraction of studies with a LATERAL view too (default 0.2)"
+    )
+    demo.add_argument(
+        "--prior-rate",
+        type=_rate,
+        default=0.0,
+        help="fraction of studies given a prior_report, an earlier report of the same patient (default 0.0: none)",
     )
     demo.add_argument(
         "--overwrite", action="store_true", help="replace an earlier demo set in --out-dir (one with a meta.json)"
@@ -149,6 +165,7 @@ def run_demo(args: argparse.Namespace) -> int:
         lateral_rate=args.lateral_rate,
         overwrite=args.overwrite,
         workers=workers,
+        prior_rate=args.prior_rate,
         omit_splits=[name.strip() for name in args.omit_splits.split(",") if name.strip()],
     )
     splits = ", ".join(f"{name} {count}" for name, count in summary["splits"].items())

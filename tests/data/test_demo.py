@@ -12,7 +12,6 @@ from PIL import Image
 
 from himed.cli import main
 from himed.clinical.observations import NO_FINDING, SUPPORT_DEVICES, normalize_labels, with_no_finding
-from himed.data import demo as demo_module
 from himed.data.demo import (
     DRAWN_OBSERVATIONS,
     ImageFinding,
@@ -23,6 +22,7 @@ from himed.data.demo import (
     sample_study,
     split_assignment,
 )
+from himed.data.demo import writing as demo_writing
 
 # Words that name each observation in the templates: a test-side reading of the reports, kept independent of the
 # generator's own tables so that a template naming the wrong thing is caught.
@@ -110,7 +110,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path, dem
 
 
 def test_worker_processes_write_the_same_files(tmp_path, demo_dir, monkeypatch):
-    monkeypatch.setattr(demo_module, "MIN_STUDIES_PER_WORKER", 5)  # so 30 studies use both workers
+    monkeypatch.setattr(demo_writing, "MIN_STUDIES_PER_WORKER", 5)  # so 30 studies use both workers
     parallel = tmp_path / "parallel"
     generate_demo(parallel, n=30, seed=3, workers=2)
     files = sorted(p.relative_to(demo_dir) for p in demo_dir.rglob("*") if p.is_file())
@@ -461,3 +461,70 @@ def test_a_patch14_probe_learns_every_drawn_finding(tmp_path):
     for obs, acc, base in zip(DRAWN_OBSERVATIONS, accuracy.tolist(), majority.tolist(), strict=True):
         assert acc >= 0.85 and acc > base + 0.08, (obs, acc, base)
     assert accuracy.mean().item() >= 0.93
+
+
+# --- prior reports ----------------------------------------------------------------------------------------------
+
+
+def test_prior_rate_zero_writes_no_prior_and_changes_nothing(tmp_path, demo_dir):
+    explicit = tmp_path / "explicit"
+    generate_demo(explicit, n=30, seed=3, prior_rate=0.0)
+    for name in ("annotation.json", "meta.json"):
+        assert (explicit / name).read_bytes() == (demo_dir / name).read_bytes()
+    assert not any("prior_report" in row for rows in _annotation(demo_dir).values() for row in rows)
+
+
+def test_prior_reports_are_added_to_a_fraction_and_change_nothing_else(tmp_path, demo_dir):
+    with_prior = tmp_path / "prior"
+    meta = generate_demo(with_prior, n=30, seed=3, prior_rate=0.5)
+    annotation = _annotation(with_prior)
+    rows = [row for split in annotation.values() for row in split]
+    priors = {row["id"]: row.pop("prior_report") for row in rows if "prior_report" in row}
+    assert 5 <= len(priors) <= 25 and meta["prior_reports"] == len(priors) and meta["prior_rate"] == 0.5
+    # Without the new key, the rows are exactly those of the set made without priors; so are the images.
+    assert annotation == _annotation(demo_dir)
+    for path in (demo_dir / "images").rglob("*.png"):
+        assert path.read_bytes() == (with_prior / "images" / path.relative_to(demo_dir / "images")).read_bytes()
+    reports = {row["id"]: row["report"] for row in rows}
+    for study, prior in priors.items():
+        assert isinstance(prior, str) and prior.strip() and prior != reports[study]
+    # A higher rate keeps the studies that had a prior at a lower one, with the same text.
+    assert all(sample_study(int(study[4:]), 3, prior_rate=0.9).prior_report == prior for study, prior in priors.items())
+
+
+def test_prior_reports_come_from_perturbed_findings():
+    from himed.clinical.rules import ChexpertRuleLabeler
+
+    labeler = ChexpertRuleLabeler()
+    studies = [sample_study(index, seed=0, prior_rate=1.0) for index in range(200)]
+    assert all(study.prior_report for study in studies)
+    differ = 0
+    for study in studies:
+        now = {obs for obs, value in study.labels.items() if value in (1, -1)}
+        before = {obs for obs, value in labeler.label_one(study.prior_report).items() if value in (1, -1)}
+        differ += now != before
+    # Mostly the same patient (most priors share findings) but not a copy (some changed since).
+    assert 0.2 * len(studies) < differ < 0.9 * len(studies)
+
+
+def test_r2gen_loader_and_prompt_read_the_prior_report(tmp_path):
+    from himed.data.loaders import load_rows
+    from himed.data.prompts import build_prompt
+
+    out = tmp_path / "set"
+    assert main(["data", "demo", "--out-dir", str(out), "--n", "20", "--seed", "1", "--prior-rate", "1"]) == 0
+    annotation = _annotation(out)
+    rows = load_rows("r2gen", out, split="train")
+    assert len(rows) == len(annotation["train"])
+    for entry, row in zip(annotation["train"], rows, strict=True):
+        assert row["prior_report"] == entry["prior_report"]
+    text = json.dumps(build_prompt(rows[0], include_prior=True))
+    assert f"Prior report: {rows[0]['prior_report']}" in text
+    assert "Prior report" not in json.dumps(build_prompt(rows[0], include_prior=False))
+
+
+@pytest.mark.parametrize("rate", ["-0.1", "1.5", "half"])
+def test_cli_rejects_a_bad_prior_rate(tmp_path, rate, capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "demo", "--out-dir", str(tmp_path / "x"), "--n", "5", "--prior-rate", rate])
+    assert "--prior-rate" in capsys.readouterr().err
