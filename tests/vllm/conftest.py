@@ -4,7 +4,6 @@ Every test module here sets ``pytestmark = pytest.mark.vllm`` so the default sui
 generator with one image per study, two (``lateral_rate=1``), or one image plus indication and prior-report text.
 """
 
-import inspect
 import json
 import os
 from pathlib import Path
@@ -17,35 +16,29 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 PRIOR_RATE = 0.5
 
 
-def add_indication_and_prior(out: Path, rate: float = PRIOR_RATE) -> None:
-    """Give every study an indication and a fraction ``rate`` of them the previous study's report as prior_report.
-
-    Used until the demo generator has its own ``prior_rate`` (see generate_demo's signature below); the keys are the
-    ones the r2gen loader reads (himed/data/rows.py).
-    """
+def add_indication(out: Path) -> None:
+    """Give every study an indication (the demo generator writes none), of two lengths so batches mix lengths."""
     annotation_path = out / "annotation.json"
     annotation = json.loads(annotation_path.read_text())
     for split_rows in annotation.values():
-        previous = None
         for index, row in enumerate(split_rows):
             row["indication"] = ["Shortness of breath.", "Cough and fever for three days, evaluate for pneumonia."][
                 index % 2
             ]
-            if previous is not None and (index % round(1 / rate)) == 0 and not row.get("prior_report"):
-                row["prior_report"] = previous["report"]
-            previous = row
     annotation_path.write_text(json.dumps(annotation))
 
 
 def make_demo(out: Path, lateral_rate: float, with_text: bool) -> Path:
+    """``himed data demo``'s generator; with text: prior reports for a fraction of studies (``prior_rate``) and an
+    indication for every study."""
     from himed.data.demo import generate_demo
 
-    options = {"n": 20, "seed": 0, "lateral_rate": lateral_rate}
-    if with_text and "prior_rate" in inspect.signature(generate_demo).parameters:
-        options["prior_rate"] = PRIOR_RATE
-    generate_demo(out, **options)
+    generate_demo(out, n=20, seed=0, lateral_rate=lateral_rate, prior_rate=PRIOR_RATE if with_text else 0.0)
     if with_text:
-        add_indication_and_prior(out)
+        add_indication(out)
+        annotation = json.loads((out / "annotation.json").read_text())
+        # The GRPO tests train on the first 4 studies: some of them carry a prior report, some do not.
+        assert len({bool(row.get("prior_report")) for row in annotation["train"][:4]}) == 2
     return out
 
 

@@ -12,11 +12,9 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from trl import GRPOConfig, ModelConfig
 
-from himed.trainers.config import DataArguments, RewardArguments
 from himed.trainers.grpo import run_grpo
+from tests.trainers.test_grpo import ROLLOUTS, changed_parameters, make_args
 
 pytestmark = pytest.mark.vllm
 
@@ -28,34 +26,16 @@ STEPS = 3
 
 
 def colocate_args(tmp_path, model_dir, data_dir, data_overrides=None, **overrides):
-    data = DataArguments(data_path=str(data_dir), max_train_samples=4, **(data_overrides or {}))
-    reward = RewardArguments(rewards=[{"name": "format"}, {"name": "token"}])
-    options = dict(
-        output_dir=str(tmp_path / "grpo"),
-        use_cpu=True,
-        bf16=False,
-        learning_rate=1e-3,
-        num_generations=4,
-        per_device_train_batch_size=8,  # 2 prompts x 4 generations per step
-        max_completion_length=24,
-        max_steps=STEPS,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=STEPS,
-        report_to="none",
-        seed=0,
-        use_vllm=True,
-        vllm_mode="colocate",
-        vllm_max_model_length=1024,
+    """tests/trainers/test_grpo.py's arguments with vLLM colocate, float32, 4 studies and a checkpoint at the end."""
+    options = dict(save_strategy="steps", save_steps=STEPS, max_steps=STEPS, **ROLLOUTS["vllm"])
+    data, reward, grpo_args, model = make_args(
+        tmp_path, model_dir, data_dir, [{"name": "format"}, {"name": "token"}], **{**options, **overrides}
     )
-    options.update(overrides)
-    return data, reward, GRPOConfig(**options), ModelConfig(model_name_or_path=str(model_dir), dtype="float32")
-
-
-def changed_parameters(model, model_dir) -> int:
-    initial = load_file(str(model_dir / "model.safetensors"))
-    current = {name: p.detach() for name, p in model.named_parameters()}
-    return sum(1 for name, value in initial.items() if name in current and not torch.equal(value, current[name]))
+    data.max_train_samples = 4  # 2 studies per step: step 3 repeats step 1's images (the encoder-cache cause)
+    for name, value in (data_overrides or {}).items():
+        setattr(data, name, value)
+    model.dtype = "float32"
+    return data, reward, grpo_args, model
 
 
 @pytest.mark.parametrize("variant", ["one_image", "two_images", "with_text"])
