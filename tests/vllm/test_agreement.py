@@ -45,6 +45,14 @@ def test_vllm_generates_from_the_ids_and_grids_the_trainer_scores(
         scored.append((inputs, output))
         return output
 
+    forwards = []
+    logps = grpo.HimedGRPOTrainer._get_per_token_logps_and_entropies
+
+    def record_forward(self, model, input_ids, *args, **kwargs):
+        forwards.append((input_ids.clone(), kwargs.get("mm_token_type_ids")))
+        return logps(self, model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(grpo.HimedGRPOTrainer, "_get_per_token_logps_and_entropies", record_forward)
     monkeypatch.setattr(InputProcessor, "process_inputs", record_request)
     monkeypatch.setattr(grpo.HimedGRPOTrainer, "_generate_and_score_completions", record_scored)
     trainer = grpo.run_grpo(
@@ -78,7 +86,12 @@ def test_vllm_generates_from_the_ids_and_grids_the_trainer_scores(
             for i in range(f.mm_position.offset, f.mm_position.offset + f.mm_position.length)
         ]
         assert vllm_positions == [i for i, token in enumerate(trainer_ids) if token == image_token_id]
-        if "mm_token_type_ids" in output:
-            pad = output["prompt_ids"].shape[1] - len(trainer_ids)
-            marked = (output["mm_token_type_ids"][row][: output["prompt_ids"].shape[1]] == 1).nonzero().flatten() - pad
-            assert marked.tolist() == vllm_positions, f"row {row}: trainer marks image tokens elsewhere"
+    # The scoring forward: the tokens it marks as image tokens (mm_token_type_ids, which Qwen-VL's M-RoPE index
+    # reads) are exactly the image tokens of its input ids, in every (left-padded) row.
+    assert forwards
+    for input_ids, mm_token_type_ids in forwards:
+        assert mm_token_type_ids is not None
+        for row in range(input_ids.shape[0]):
+            marked = (mm_token_type_ids[row] == 1).nonzero().flatten().tolist()
+            tokens = (input_ids[row] == image_token_id).nonzero().flatten().tolist()
+            assert marked == tokens, f"row {row}: the trainer scores image tokens at other positions"
