@@ -7,7 +7,6 @@ Before the fixes in himed.trainers.vllm_engine, vLLM expanded the already-expand
 """
 
 import pytest
-from vllm.v1.engine.input_processor import InputProcessor
 
 from himed.trainers import grpo
 from tests.vllm.test_grpo_colocate import colocate_args
@@ -30,6 +29,8 @@ BUDGET = {"min_pixels": 28 * 28, "max_pixels": 56 * 56}
 def test_vllm_generates_from_the_ids_and_grids_the_trainer_scores(
     tmp_path, tiny_model_dir, demo_variants, monkeypatch, variant, images_per_study, budget
 ):
+    from vllm.v1.engine.input_processor import InputProcessor  # here: the default suite (no vLLM) collects this file
+
     requests, scored = [], []
     process_inputs = InputProcessor.process_inputs
 
