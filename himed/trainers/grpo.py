@@ -48,14 +48,15 @@ from himed.trainers.circuit_breaker import (
     trip_message,
     unwatched_names,
 )
-from himed.trainers.config import DataArguments, RewardArguments, parse_recipe
+from himed.trainers.config import DataArguments, HimedGRPOConfig, RewardArguments, parse_recipe
 from himed.trainers.stages import check_stage, load_stage_model, load_stage_rows, train_and_save
+from himed.trainers.vllm_engine import adapt_colocate_generation, left_pad_processor, trainer_engine_options
 
 logger = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "himed_rewards.json"
 # The dataclasses a GRPO recipe is parsed into (himed.trainers.stages: a stage module's interface).
-RECIPE_ARGUMENTS = (DataArguments, RewardArguments, GRPOConfig, ModelConfig)
+RECIPE_ARGUMENTS = (DataArguments, RewardArguments, HimedGRPOConfig, ModelConfig)
 
 
 class HimedGRPOTrainer(GRPOTrainer):
@@ -65,11 +66,24 @@ class HimedGRPOTrainer(GRPOTrainer):
     caller's ``args`` are not modified.
     """
 
-    def __init__(self, *args: Any, reward: CompositeReward, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        reward: CompositeReward,
+        rollout_mm_processor_kwargs: dict[str, int] | None = None,
+        **kwargs: Any,
+    ):
         self.reward = reward
         breaker = reward.config.circuit_breaker if reward.config is not None else None
         self.circuit_breaker = CircuitBreaker(breaker, reward.names, unwatched=unwatched_names(reward.components))
-        super().__init__(*args, reward_funcs=reward.functions, **kwargs)
+        # Left padding, so mm_token_type_ids line up with TRL's left-padded prompt ids (docs/vllm.md, cause 3).
+        left_pad_processor(kwargs.get("processing_class"))
+        # vLLM colocate: the engine TRL builds gets the trainer's dtype and the recipe's image budget
+        # (rollout_mm_processor_kwargs: image_budget_kwargs of the recipe); himed.trainers.vllm_engine, docs/vllm.md.
+        model = kwargs.get("model", args[0] if args else None)
+        with trainer_engine_options(kwargs.get("args"), model, rollout_mm_processor_kwargs):
+            super().__init__(*args, reward_funcs=reward.functions, **kwargs)
+        adapt_colocate_generation(self)
         self.reward_weights = torch.tensor(reward.weights(0), dtype=torch.float32)
 
     def _mode(self) -> str:
@@ -178,7 +192,7 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
 
     from himed.data.decode_guard import guard_image_decoding
     from himed.data.examples import grpo_dataset
-    from himed.models.image_budget import prepare_stage_images
+    from himed.models.image_budget import image_budget_kwargs, prepare_stage_images
 
     reward = validate(data_args, reward_args, grpo_args, model_args)  # before anything heavy loads
     model, processor = load_stage_model(model_args)
@@ -199,6 +213,7 @@ def run_grpo(data_args, reward_args, grpo_args: GRPOConfig, model_args) -> Himed
         else None,
         peft_config=get_peft_config(model_args),
         reward=reward,
+        rollout_mm_processor_kwargs=image_budget_kwargs(data_args),
     )
     return train_and_save(trainer, processor, grpo_args)
 

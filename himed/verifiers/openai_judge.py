@@ -73,6 +73,12 @@ FORMAT_LEVELS = ("json_schema", "json_object", "none")
 HTTP_BACKENDS = ("auto", "aiohttp", "httpx2")
 # Words in a 400/422 error that say the server rejected the structured-output request rather than the prompt.
 _FORMAT_REJECTION = re.compile(r"response_format|json_schema|json_object|guided|structured|schema", re.IGNORECASE)
+# A 400 saying the prompt does not fit the server's context (vLLM: "maximum context length is N tokens", "longer than
+# the maximum model length"): the same request can never succeed, so it is counted as errors/context_length, logged
+# once with the server's own text, and not retried.
+_CONTEXT_LENGTH = re.compile(
+    r"context length|maximum model length|max_model_len|longer than the maximum|too long|is too large", re.IGNORECASE
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -386,7 +392,9 @@ class OpenAIJudge(Judge):
                 except openai.APIStatusError as error:
                     kind, detail = status_kind(error.status_code), f"HTTP {error.status_code}: {error.message}"
                     retry_after = retry_after_seconds(error.response.headers)
-                    if error.status_code in (400, 422) and level != "none" and _FORMAT_REJECTION.search(detail):
+                    if error.status_code in (400, 413) and _CONTEXT_LENGTH.search(detail):
+                        kind = "context_length"
+                    elif error.status_code in (400, 422) and level != "none" and _FORMAT_REJECTION.search(detail):
                         kind = "format_rejected"
                 except openai.APIConnectionError as error:
                     kind, detail = "connection", f"{type(error).__name__}: {error}"

@@ -55,9 +55,16 @@ def changed_parameters(model, tiny_model_dir) -> int:
     return sum(1 for name, value in initial.items() if name in current and not torch.equal(value, current[name]))
 
 
-def test_grpo_trains_with_scheduled_weights_and_imputation(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
+# The same test body with HF generation (default suite) and with TRL's colocated vLLM rollout (marker vllm, run in
+# .venv-vllm): a failing reward, the schedule and imputation must behave the same whichever engine generates.
+ROLLOUTS = {"hf": {}, "vllm": {"use_vllm": True, "vllm_mode": "colocate", "vllm_max_model_length": 1024}}
+
+
+@pytest.mark.parametrize("rollout", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_grpo_trains_with_scheduled_weights_and_imputation(tmp_path, tiny_model_dir, demo_dir, monkeypatch, rollout):
     monkeypatch.syspath_prepend(str(ROOT))  # so that tests.trainers.flaky_rewards imports by its dotted path
-    trainer = run_grpo(*make_args(tmp_path, tiny_model_dir, demo_dir, ALL_CPU_REWARDS))
+    trainer = run_grpo(*make_args(tmp_path, tiny_model_dir, demo_dir, ALL_CPU_REWARDS, **ROLLOUTS[rollout]))
+    assert getattr(trainer, "vllm_generation", None) is not None or rollout == "hf"
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 3
     schedule = build_schedule(SCHEDULE)
