@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRPO_RECIPE = ROOT / "recipes" / "quickstart" / "grpo.yaml"
 SFT_RECIPE = ROOT / "recipes" / "quickstart" / "sft.yaml"
 VARIANTS = ("full", "constant", "no_semantic", "no_concept", "no_token")
+OPTIONAL = ("no_token",)  # run after every seed of the others ("where the budget allows")
 SEEDS = (0, 1, 2)
 METRICS = (
     "ce_micro_f1_14",
@@ -239,7 +240,9 @@ def main() -> None:
         print(json.dumps(record, indent=2))
     else:
         shared_sft(work_dir, args.eval_samples)  # once, before the cells that share it
-        cells = [(variant, seed) for seed in seeds for variant in variants]  # seed-major: every variant early
+        # Seed-major, the optional variant last: if the budget runs out, what is done is balanced over variants.
+        cells = [(variant, seed) for seed in seeds for variant in variants if variant not in OPTIONAL]
+        cells += [(variant, seed) for variant in variants if variant in OPTIONAL for seed in seeds]
 
         def child(cell: tuple[str, int]) -> int:
             command = [sys.executable, __file__, "--variant", cell[0], "--seed", str(cell[1]), "--no-gather"]
