@@ -91,6 +91,11 @@ def run_seed(seed: int, run_dir: Path, keep: bool) -> dict:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "himed.cli", "pipeline", str(pipeline)], cwd=ROOT, env=env, check=True)
     wall = time.perf_counter() - started
+    return collect(seed, config, out, wall, [round(load_before[0], 2), round(os.getloadavg()[0], 2)])
+
+
+def collect(seed: int, config: dict, out: Path, wall: float, load_avg: list[float] | None) -> dict:
+    """The record of a finished pipeline run in ``out``."""
     stages = {}
     for name in ["base", *[stage["name"] for stage in config["stages"]]]:
         metrics = json.loads((out / name / "eval" / "metrics.json").read_text())["metrics"]
@@ -102,10 +107,22 @@ def run_seed(seed: int, run_dir: Path, keep: bool) -> dict:
         "wall_seconds": round(wall, 1),
         "stage_seconds": {key: round(value, 1) for key, value in summary["timings_s"].items()},
         # The machine may be shared: the 1-minute load average before and after the run, next to its time.
-        "load_avg": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "load_avg": load_avg,
         "stages": stages,
         "grpo_minus_sft": {key: round(grpo[key] - sft[key], 4) for key in KEYS if key in grpo and key in sft},
     }
+
+
+def finished_record(seed: int, run_dir: Path) -> dict:
+    """The record of a seed's pipeline that ran to the end outside this script's timer (``--finished``)."""
+    summary = run_dir / "pipeline_summary.json"
+    if not summary.is_file():
+        raise FileNotFoundError(f"{summary}: the pipeline of seed {seed} has not finished")
+    config = yaml.safe_load((run_dir / "pipeline.yaml").read_text())
+    wall = sum(json.loads(summary.read_text())["timings_s"].values())
+    record = collect(seed, config, run_dir, wall, None)
+    record["wall_note"] = "sum of the pipeline's stage and evaluation timings (preparation not timed)"
+    return record
 
 
 def spread(records: list[dict], path: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -136,6 +153,12 @@ def main() -> None:
     )
     parser.add_argument("--force", action="store_true", help="rerun seeds that already have a record")
     parser.add_argument("--keep", action="store_true", help="reuse an existing run folder (no timing claim)")
+    parser.add_argument(
+        "--finished",
+        action="store_true",
+        help="record seeds whose pipeline finished without this script timing it (wall = the sum of the "
+        "pipeline's own stage and evaluation timings, preparation excluded)",
+    )
     args = parser.parse_args()
 
     if args.seeds is None:
@@ -153,6 +176,11 @@ def main() -> None:
             saved = run_dir / "seed_result.json"
             if saved.is_file() and not args.force:
                 records.append(json.loads(saved.read_text()))
+                continue
+            if args.finished:
+                record = finished_record(seed, run_dir)
+                saved.write_text(json.dumps(record, indent=2) + "\n")
+                records.append(record)
                 continue
             record = run_seed(seed, run_dir, args.keep)
             saved.write_text(json.dumps(record, indent=2) + "\n")
