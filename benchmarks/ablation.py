@@ -211,6 +211,30 @@ def gather(work_dir: Path, output: Path, meta: dict[str, Any]) -> dict[str, Any]
     return result
 
 
+TABLE_METRICS = (
+    "ce_micro_f1_14",
+    "ce_macro_f1_14",
+    "ce_micro_f1_5",
+    "ce_macro_f1_5",
+    "reward_total_end",
+    "bleu_4",
+    "rouge_l",
+)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The README's table: per variant, each metric's mean +- sample std over seeds (n seeds), the SFT row first."""
+    header = ["variant", "seeds", *TABLE_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * len(TABLE_METRICS)]
+    if result.get("sft"):
+        lines.append("| SFT (start) | - | " + " | ".join(f"{result['sft'][k]:.3f}" for k in TABLE_METRICS) + " |")
+    for variant, metrics in result["summary"].items():
+        n = metrics[TABLE_METRICS[0]]["n"]
+        cells = [f"{metrics[k]['mean']:.3f} ± {metrics[k]['std']:.3f}" for k in TABLE_METRICS]
+        lines.append(f"| {variant} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=VARIANTS, help="run this variant only (with --seed: one cell)")
@@ -224,7 +248,11 @@ def main() -> None:
     parser.add_argument("--output", default="benchmarks/results/ablation.json")
     parser.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     parser.add_argument("--no-gather", action="store_true", help=argparse.SUPPRESS)  # the sweep's own children
+    parser.add_argument("--table", action="store_true", help="print the recorded results as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads((ROOT / args.output).read_text())))
+        return
 
     work_dir = (ROOT / args.work_dir).resolve() if not Path(args.work_dir).is_absolute() else Path(args.work_dir)
     variants = [args.variant] if args.variant else [v for v in args.variants.split(",") if v]

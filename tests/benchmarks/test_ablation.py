@@ -72,3 +72,14 @@ def test_a_seeded_learning_signal_pipeline_is_the_quickstart_in_its_own_folder(t
     assert config.evaluate.data_path == str(tmp_path / "seed2" / "demo")
     spread = learning_signal.spread([{"a": {"x": 1.0}}, {"a": {"x": 3.0}}], ("a",))
     assert spread == {"x": {"mean": 2.0, "min": 1.0, "max": 3.0}}
+
+
+def test_the_readme_table_is_read_from_the_record():
+    metrics = {key: 0.5 for key in ablation.TABLE_METRICS}
+    runs = [{"variant": "full", "seed": s, "metrics": {**metrics, "bleu_4": 0.1 * (s + 1)}} for s in (0, 1)]
+    table = ablation.markdown_table({"sft": metrics, "runs": runs, "summary": ablation.summarise(runs)})
+    lines = table.splitlines()
+    assert lines[0].startswith("| variant | seeds | ce_micro_f1_14 |") and lines[2].startswith(
+        "| SFT (start) | - | 0.500"
+    )
+    assert "| full | 2 | 0.500 ± 0.000 |" in lines[3] and "0.150 ± 0.071" in lines[3]
