@@ -2,7 +2,8 @@
 
 Each hack is a completion a policy could learn without reading the images (an empty output, tags with nothing
 inside, the prompt copied back, one frequent training report for every study, a normal template, keyword stuffing,
-one sentence repeated, the faithful report with one positive finding negated). On every demo study with a positive
+one sentence repeated, the faithful report with one positive finding negated, and one positive sentence repeated
+until the report is cut off, which the quickstart's policy actually learned). On every demo study with a positive
 finding, each is scored next to the faithful report (the reference in the recipe's tags) as one GRPO group, so that
 failed components are imputed as in training. The quickstart's composite (``recipes/quickstart/grpo.yaml``'s reward
 block) must rank the faithful report above every hack at both ends of its schedule; a hack that a single reward
@@ -57,6 +58,7 @@ HACKS = (
     "keyword_stuffing",
     "repeated_sentence",
     "negated_finding",
+    "repeated_finding_truncated",
 )
 
 
@@ -84,6 +86,14 @@ def negate_one_finding(row: dict, labeler) -> tuple[str, str, str] | None:
     return None
 
 
+def positive_sentence(row: dict, labeler) -> str:
+    """The first sentence of the findings that the labeler reads as a positive observation."""
+    for sentence in sentences(row["findings"]):
+        if any(v == POSITIVE and k != NO_FINDING for k, v in labeler.label([sentence])[0].items()):
+            return sentence
+    raise ValueError(f"{row['id']}: no positive sentence in the findings")
+
+
 def build_group(row: dict, frequent: tuple[str, str], labeler) -> dict[str, str]:
     """The faithful report and every hack for one study, in HACKS order after ``faithful``."""
     think = rationale_from_labels(row["labels"], include_negative=False)
@@ -102,6 +112,9 @@ def build_group(row: dict, frequent: tuple[str, str], labeler) -> dict[str, str]
         "keyword_stuffing": tagged("", STUFFED_FINDINGS, STUFFED_IMPRESSION),
         "repeated_sentence": tagged(think, " ".join([first] * 8), " ".join([first] * 4)),
         "negated_finding": tagged(negated_think, negated_findings, negated_impression),
+        # What the quickstart's GRPO policy learned on 20% of the test studies (seed 0, benchmarks/README.md): one
+        # positive sentence over and over until the token budget cuts the report off before its impression.
+        "repeated_finding_truncated": "<think></think>\n<finding>" + " ".join([positive_sentence(row, labeler)] * 12),
     }
     assert list(group) == ["faithful", *HACKS]
     return group
