@@ -11,10 +11,16 @@ clinical reward); No Finding counts as a positive finding, so that "normal" vs "
 "cardiomegaly" does not. It is derived from the other labels under the same policy (positive when nothing but
 Support Devices is positive), not read from the labeler. With P_c, P_r the candidate's and reference's positive sets:
 
-- accuracy (hallucination and contradiction): ``1 - |contradicted| / |mentioned by both|``, where an observation is
-  contradicted when one report calls it positive and the other explicitly negative (0); 1.0 when the two reports
-  mention no observation in common (nothing is contradicted). No Finding is excluded (it is derived, never
-  stated as a negative).
+- accuracy (hallucination and contradiction): ``1 - (|contradicted| + v) / (|mentioned by both| + 1)``, where an
+  observation is contradicted when one report calls it positive and the other explicitly negative (0), and the
+  ``+ 1`` is the study-level verdict, compared on every pair: a report is *normal* when nothing but Support Devices
+  is positive in it (what No Finding means), and ``v = 1`` when one report is normal and the other is not. So a
+  report that names no observation, or only claims a normal study ("No Finding", "no acute cardiopulmonary
+  process"), scores 0 against a reference with positive findings: its silence or its normal claim contradicts
+  them (and symmetrically a report with findings against a normal reference). Without the verdict the axis was
+  vacuous, 1.0 for two reports with no observation in common, which handed a silent or template output 1 of 3
+  points. No Finding itself is not compared as an observation (it is derived, never stated as a negative; the
+  verdict is its comparison). docs/reward-hacking.md has the convention and the hacks it closes.
 - relevance (no filler findings): precision ``|P_c & P_r| / |P_c|``; 1.0 when P_c is empty and P_r is too.
 - completeness (no omissions): recall ``|P_c & P_r| / |P_r|``; 1.0 when P_r is empty.
 
@@ -45,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
 # Identity of the derivation below, recorded like an LLM judge's prompt hash; bump it when the formulas change.
-LABELER_JUDGE_VERSION = "labeler-axes-v1"
+LABELER_JUDGE_VERSION = "labeler-axes-v2"  # v2: the study-level verdict in accuracy
 
 
 def axes_from_labels(
@@ -75,14 +81,16 @@ def axes_from_labels(
         return found
 
     positives_c, positives_r = positives(candidate), positives(reference)
-    shared = contradicted = 0
+    # The study-level verdict (module docstring): compared on every pair, so the ratio is never vacuous.
+    normal_c, normal_r = (not (found - {NO_FINDING, SUPPORT_DEVICES}) for found in (positives_c, positives_r))
+    shared, contradicted = 1, int(normal_c != normal_r)
     for name in compared:
         c, r = candidate.get(name), reference.get(name)
         if c is not None and r is not None:
             shared += 1
             contradicted += (positive(c) and r == NEGATIVE) or (positive(r) and c == NEGATIVE)
     hits = len(positives_c & positives_r)
-    accuracy = 1.0 - contradicted / shared if shared else 1.0
+    accuracy = 1.0 - contradicted / shared
     relevance = hits / len(positives_c) if positives_c else (1.0 if not positives_r else 0.0)
     completeness = hits / len(positives_r) if positives_r else 1.0
     return JudgeScore(accuracy, relevance, completeness)

@@ -111,3 +111,68 @@ def test_plot_errors(tmp_path: Path, capsys) -> None:
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1, "loss": 0.3}]}))
     assert main(["plot", "--log-dir", str(tmp_path), "--output", str(tmp_path / "p.png")]) == 2
     assert "none of rewards/<name>/mean" in capsys.readouterr().err
+
+
+def rising_state(steps: int = 40) -> dict:
+    """Every component's mean rises, but the low level (two rewards near 2) outweighs the high one (near 0.5): the
+    scheduled total falls as alpha_low decays, the fixed-weight total rises."""
+    history = []
+    for step in range(0, steps + 1, 5):
+        alpha_low = max(1 - step / 40, 0.1)
+        means = {"token": 2.0 + 0.001 * step, "concept": 2.0 + 0.001 * step, "semantic": 0.5 + 0.01 * step}
+        entry = {"step": step, **{f"rewards/{name}/mean": value for name, value in means.items()}}
+        entry["reward"] = alpha_low * (means["token"] + means["concept"]) + (1 - alpha_low) * means["semantic"]
+        entry |= {"rewards/token/weight": alpha_low, "rewards/concept/weight": alpha_low}
+        entry["rewards/semantic/weight"] = 1 - alpha_low
+        history.append(entry)
+    return {"global_step": steps, "log_history": history}
+
+
+def write_provenance(folder: Path) -> None:
+    rewards = {
+        "schedule": {"name": "linear", "total_steps": 40, "alpha_min": 0.1},
+        "rewards": [{"name": "token"}, {"name": "concept"}, {"name": "semantic", "weight": 2.0}],
+    }
+    components = [
+        {"name": "token", "level": "low", "weight": 1.0},
+        {"name": "concept", "level": "low", "weight": 1.0},
+        {"name": "semantic", "level": "high", "weight": 2.0},
+    ]
+    (folder / "himed_rewards.json").write_text(json.dumps({"rewards": rewards, "components": components}))
+
+
+def test_plot_draws_the_total_at_the_end_of_schedule_weights(tmp_path: Path) -> None:
+    from himed.metrics.plot import FIXED_TOTAL_LABEL, panel_series
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    state = rising_state()
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    write_provenance(folder)
+    lines = panel_series(folder / "trainer_state.json", state["log_history"])["total reward"]
+    scheduled_label, fixed_label = list(lines)
+    assert fixed_label == FIXED_TOTAL_LABEL and "not a learning curve" in scheduled_label
+    steps, fixed = lines[fixed_label]
+    assert steps == list(range(0, 41, 5))
+    # End weights: alpha_low(40) = 0.1 on token and concept (weight 1), alpha_high = 0.9 on semantic (weight 2).
+    expected = [0.1 * 2 * (2.0 + 0.001 * s) + 0.9 * 2.0 * (0.5 + 0.01 * s) for s in steps]
+    assert fixed == pytest.approx(expected)
+    scheduled = lines[scheduled_label][1]
+    assert all(b < a for a, b in zip(scheduled, scheduled[1:], strict=False)), "the scheduled total falls"
+    assert all(b > a for a, b in zip(fixed, fixed[1:], strict=False)), (
+        "the fixed-weight total rises with every component"
+    )
+    assert plot_training(folder, tmp_path / "p.png") == ["reward components", "total reward"]
+
+
+def test_without_provenance_the_fixed_total_uses_the_last_logged_weights(tmp_path: Path) -> None:
+    from himed.metrics.plot import LAST_WEIGHTS_LABEL, panel_series
+
+    state = rising_state()
+    lines = panel_series(tmp_path / "trainer_state.json", state["log_history"])["total reward"]
+    steps, fixed = lines[LAST_WEIGHTS_LABEL]
+    # The last logged step is 40: alpha_low 0.1 on token and concept, 0.9 on semantic (logged effective weights).
+    assert fixed == pytest.approx([0.1 * 2 * (2.0 + 0.001 * s) + 0.9 * (0.5 + 0.01 * s) for s in steps])
+    # No weights logged at all: no fixed-weight line, the plain total only.
+    bare = [{"step": 1, "reward": 0.5, "rewards/token/mean": 0.5}]
+    assert list(panel_series(tmp_path / "trainer_state.json", bare)["total reward"]) == ["reward"]

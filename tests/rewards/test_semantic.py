@@ -57,7 +57,7 @@ def test_registered_at_the_high_level_with_the_labeler_judge_by_default():
     info = resolve_reward("semantic")
     assert info.level == "high" and info.weight == 1.0
     reward, _ = build_reward("semantic", {})
-    assert reward.describe()["judge/backend"] == "labeler" and reward.prompt_hash == "labeler-axes-v1"
+    assert reward.describe()["judge/backend"] == "labeler" and reward.prompt_hash == "labeler-axes-v2"
     assert not is_async_callable(reward)  # TRL calls it synchronously by default
 
 
@@ -67,12 +67,14 @@ def test_values_and_parts_with_the_labeler_judge():
     completions = [REPORT, "The heart is enlarged. No pleural effusion.", "", REPORT]
     rows = reward.score_completions(completions, reference=references)
     assert rows[0] == {"value": 3.0, "accuracy": 1.0, "relevance": 1.0, "completeness": 1.0}
-    assert rows[1]["completeness"] == 0.5 and rows[1]["accuracy"] == 0.5 and rows[1]["value"] == 2.0
+    # The effusion is contradicted (1 of effusion, cardiomegaly and the abnormal verdict) and missed.
+    assert rows[1]["completeness"] == 0.5 and rows[1]["accuracy"] == pytest.approx(2 / 3)
+    assert rows[1]["value"] == pytest.approx(2.0 + 2 / 3 - 0.5)
     # An empty report is a real (bad) answer: 0 on every axis, without asking the judge.
     assert rows[2] == {"value": 0.0, "accuracy": 0.0, "relevance": 0.0, "completeness": 0.0}
     # An empty reference is a data error: not scored.
     assert rows[3] == {"value": None, "accuracy": None, "relevance": None, "completeness": None}
-    assert reward(completions, reference=references) == [3.0, 2.0, 0.0, None]
+    assert reward(completions, reference=references) == [3.0, pytest.approx(13 / 6), 0.0, None]
 
     mean, _ = build_reward("semantic", {"aggregate": "mean"})
     assert mean([REPORT], reference=["Cardiomegaly."]) == [1.0]

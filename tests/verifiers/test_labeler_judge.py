@@ -19,19 +19,28 @@ from himed.verifiers.labeler_judge import LabelerJudge, axes_from_labels
         ({"Cardiomegaly": 1}, {"Cardiomegaly": 1}, (1.0, 1.0, 1.0)),
         # Both normal (No Finding derived on both sides): perfect.
         ({"Pneumothorax": 0}, {}, (1.0, 1.0, 1.0)),
-        # Candidate says effusion absent, reference says present: contradicted (1 of 2 shared), and missed.
-        ({"Cardiomegaly": 1, "Pleural Effusion": 0}, {"Cardiomegaly": 1, "Pleural Effusion": 1}, (0.5, 1.0, 0.5)),
+        # Candidate says effusion absent, reference says present: contradicted (1 of 2 shared + the verdict, on
+        # which both agree: abnormal), and missed.
+        ({"Cardiomegaly": 1, "Pleural Effusion": 0}, {"Cardiomegaly": 1, "Pleural Effusion": 1}, (2 / 3, 1.0, 0.5)),
         # Hallucinated edema the reference never mentions: not a contradiction, but filler (precision 1/2).
         ({"Cardiomegaly": 1, "Edema": 1}, {"Cardiomegaly": 1}, (1.0, 0.5, 1.0)),
-        # Candidate normal, reference abnormal: No Finding vs Cardiomegaly share nothing.
-        ({}, {"Cardiomegaly": 1}, (1.0, 0.0, 0.0)),
+        # Candidate silent (normal by default), reference abnormal: the verdict is contradicted, nothing else is
+        # shared, so accuracy 0 (it was a vacuous 1.0 before the verdict was compared).
+        ({}, {"Cardiomegaly": 1}, (0.0, 0.0, 0.0)),
+        # Candidate only negatives (a normal study), reference abnormal: the normal claim contradicts its findings;
+        # the agreeing negative counts for it (1 of 2).
+        ({"Pleural Effusion": 0}, {"Cardiomegaly": 1, "Pleural Effusion": 0}, (0.5, 0.0, 0.0)),
+        # Both abnormal, no observation in common: nothing contradicted (a wrong finding is filler and an omission).
+        ({"Edema": 1}, {"Cardiomegaly": 1}, (1.0, 0.0, 0.0)),
+        # A device alone is still a normal study, as for No Finding.
+        ({"Support Devices": 1}, {}, (1.0, 0.5, 1.0)),
         # Uncertain counts positive by default: agrees with a positive, contradicts an explicit negative.
         ({"Edema": -1}, {"Edema": 1}, (1.0, 1.0, 1.0)),
         ({"Edema": -1}, {"Edema": 0}, (0.0, 0.0, 0.0)),
     ],
 )
 def test_axes_from_labels_by_hand(candidate, reference, expected):
-    assert axes_from_labels(candidate, reference) == JudgeScore(*expected)
+    assert axes_from_labels(candidate, reference).as_dict() == pytest.approx(JudgeScore(*expected).as_dict())
 
 
 def test_uncertain_policies_and_observation_sets():
@@ -40,7 +49,9 @@ def test_uncertain_policies_and_observation_sets():
     assert axes_from_labels({"Edema": -1}, {"Edema": 1}, uncertain="ignore") == JudgeScore(1.0, 1.0, 1.0)
     # Restricted to the five: a fracture is invisible, so "fracture" vs "normal" agrees on the five.
     assert axes_from_labels({"Fracture": 1}, {}, FIVE_OBSERVATIONS) == JudgeScore(1.0, 1.0, 1.0)
-    assert axes_from_labels({"Fracture": 1}, {}) == JudgeScore(1.0, 0.0, 0.0)
+    assert axes_from_labels({"Fracture": 1}, {}) == JudgeScore(0.0, 0.0, 0.0)  # a finding vs a normal study
+    # Silence against findings scores 0 on the five too (the verdict does not need No Finding in the set).
+    assert axes_from_labels({}, {"Edema": 1}, FIVE_OBSERVATIONS) == JudgeScore(0.0, 0.0, 0.0)
 
 
 def test_with_the_rule_labeler_on_report_text():
@@ -55,7 +66,8 @@ def test_with_the_rule_labeler_on_report_text():
     results = judge.score_batch_sync(pairs)
     assert results[0] == JudgeScore(1.0, 1.0, 1.0)
     assert results[1].accuracy < 1.0 and results[1].completeness == 0.5  # the effusion is contradicted and missed
-    assert results[2].completeness == 0.0 and results[2].relevance == 0.0
+    # A normal template against findings: 0 on every axis (its normal claim contradicts them).
+    assert results[2] == JudgeScore(0.0, 0.0, 0.0)
     assert results[3] == JudgeScore(1.0, 1.0, 1.0)
     # The async interface gives the same answers (through a worker thread).
     assert asyncio.run(judge.score_batch(pairs)) == results
@@ -94,7 +106,7 @@ def test_config_errors_and_pickling():
     judge = build_judge({"backend": "labeler", "observations": "five", "uncertain": "negative"})
     clone = pickle.loads(pickle.dumps(judge))
     assert clone.score_batch_sync([("Cardiomegaly.", "Cardiomegaly.")]) == [JudgeScore(1.0, 1.0, 1.0)]
-    assert clone.describe()["judge/observations"] == "five" and clone.prompt_hash == "labeler-axes-v1"
+    assert clone.describe()["judge/observations"] == "five" and clone.prompt_hash == "labeler-axes-v2"
 
 
 _LABELS = st.dictionaries(
