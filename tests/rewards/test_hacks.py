@@ -21,7 +21,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -29,7 +28,7 @@ from himed.clinical.labelers import get_labeler
 from himed.clinical.observations import NO_FINDING, POSITIVE
 from himed.data.prompts import INSTRUCTION, rationale_from_labels, system_prompt
 from himed.data.sections import DEFAULT_SECTIONS, extract_lenient, reference_text
-from himed.rewards.composite import build_reward_functions, effective_weights, impute, total
+from himed.rewards.composite import CompositeReward
 from himed.rewards.config import RewardsConfig
 from himed.rewards.registry import build_reward, registered_names
 
@@ -157,21 +156,18 @@ def catalogue(demo_dir):
             values[name].append([part["value"] for part in reward.score_completions(list(group.values()), **columns)])
 
     recipe = yaml.safe_load(RECIPE.read_text())
-    config = RewardsConfig.from_dict({key: recipe[key] for key in RewardsConfig.YAML_KEYS if key in recipe})
-    components = build_reward_functions(config, sections=recipe["sections"])
-    schedule = config.schedule.build()
-    end = schedule.params()["total_steps"]
+    block = {key: recipe[key] for key in RewardsConfig.YAML_KEYS if key in recipe}
+    composite = CompositeReward.from_config(block, sections=recipe["sections"])
     totals = {"start": [], "end": []}
-    component_values = {component.name: [] for component in components}
+    component_values = {name: [] for name in composite.names}
     for row, group in zip(studies, groups, strict=True):
         columns = columns_for(row, len(group))
-        rows = [component.score_completions(list(group.values()), **columns) for component in components]
-        for component, parts in zip(components, rows, strict=True):
-            component_values[component.name].append([part["value"] for part in parts])
-        matrix = np.array([[np.nan if p["value"] is None else p["value"] for p in parts] for parts in rows]).T
-        filled = impute(matrix, group_size=len(group), mode=config.impute)  # the group is one GRPO group
-        totals["start"].append(list(total(filled, effective_weights(components, schedule, 0))))
-        totals["end"].append(list(total(filled, effective_weights(components, schedule, end))))
+        rows, matrix = composite.score(list(group.values()), **columns)
+        for name, parts in zip(composite.names, rows, strict=True):
+            component_values[name].append([part["value"] for part in parts])
+        filled = composite.impute(matrix, group_size=len(group))  # the group is one GRPO group
+        totals["start"].append(list(composite.totals(filled, 0)))
+        totals["end"].append(list(composite.totals(filled, composite.end_step)))
     return {
         "studies": studies,
         "groups": groups,
