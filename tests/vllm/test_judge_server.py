@@ -78,6 +78,31 @@ def test_a_prompt_over_the_context_length_is_one_logged_counted_failure_not_retr
     assert str(vllm_server.MAX_MODEL_LEN) in messages[0]  # the server's own text names its limit
 
 
+def test_green_prompt_is_accepted_and_an_unusable_answer_is_counted_none_never_zero(vllm_server, monkeypatch):
+    """GREEN's protocol on a real server: its free-text prompt is accepted (no request error of any kind), and each
+    answer is either parsed into a score in [0, 1] or, as a random-weight model's text is, retried and then None,
+    counted as a parse failure; never a 0 standing in for a failure."""
+    from himed.verifiers.green import GreenJudge
+
+    monkeypatch.setenv("OPENAI_API_KEY", "local-vllm-needs-no-key")
+    judge = GreenJudge(
+        base_url=f"{vllm_server.base_url}/v1", model=vllm_server.model, timeout=60.0, batch_deadline=240.0,
+        backoff_base=0.2, backoff_max=1.0, max_tokens=64, max_retries=1, concurrency=2,
+    )  # fmt: skip
+    pairs = [("Small left pleural effusion.", "Left pleural effusion."), ("No acute process.", "Cardiomegaly.")]
+    results = judge.score_batch_sync(pairs)
+    metrics = judge.metrics()
+    judge.close()
+    assert metrics["judge/calls"] >= len(pairs)
+    request_errors = [
+        k for k, v in metrics.items() if k.startswith("judge/errors/") and k != "judge/errors/parse" and v
+    ]
+    assert not request_errors, metrics  # the server took every request; only answers can be unusable
+    assert all(result is None or 0.0 <= result.score <= 1.0 for result in results)
+    assert metrics.get("judge/failures", 0) == results.count(None), metrics  # each None counted, never scored 0
+    assert metrics.get("judge/errors/parse", 0) >= 2 * results.count(None), metrics  # retried once before None
+
+
 def test_the_server_killed_mid_batch_gives_retries_then_none_counted_no_crash(judge_factory, vllm_server):
     judge = judge_factory(max_retries=2, timeout=20.0, batch_deadline=120.0, concurrency=1)
     pairs = [(f"Finding number {i}: small effusion.", "Left effusion.") for i in range(200)]
