@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from trl import GRPOConfig, ModelConfig, SFTConfig
+from trl import ModelConfig, SFTConfig
 
 from himed.data.decode_guard import ImageDecodeError
 from himed.models.image_budget import current_budget
@@ -19,6 +19,7 @@ from himed.models.loading import load_processor
 from himed.trainers.config import DataArguments, RewardArguments, SFTStageArguments
 from himed.trainers.grpo import run_grpo
 from himed.trainers.sft import run_sft
+from tests.trainers.test_grpo import grpo_config
 
 TRAIN_STUDIES = 4  # every study is drawn within the first two steps of both runs below
 
@@ -74,20 +75,8 @@ def sft_args(tmp_path, model_dir):
 
 
 def grpo_args(tmp_path, model_dir):
-    config = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"),
-        use_cpu=True,
-        bf16=False,
-        learning_rate=1e-3,
-        num_generations=2,
-        per_device_train_batch_size=4,
-        max_completion_length=8,
-        max_steps=2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        gradient_checkpointing=False,
-        seed=0,
+    config = grpo_config(
+        tmp_path, num_generations=2, per_device_train_batch_size=4, max_completion_length=8, max_steps=2
     )
     rewards = RewardArguments(rewards=[{"name": "format"}, {"name": "token"}])
     return rewards, config, ModelConfig(model_name_or_path=str(model_dir))
