@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from trl import ModelConfig, SFTConfig
+from trl import ModelConfig
 
 from himed.data.decode_guard import ImageDecodeError
 from himed.models.image_budget import current_budget
@@ -20,6 +20,7 @@ from himed.trainers.config import DataArguments, RewardArguments, SFTStageArgume
 from himed.trainers.grpo import run_grpo
 from himed.trainers.sft import run_sft
 from tests.trainers.test_grpo import grpo_config
+from tests.trainers.test_sft_stages import _args as sft_config
 
 TRAIN_STUDIES = 4  # every study is drawn within the first two steps of both runs below
 
@@ -56,21 +57,7 @@ def broken_demo(tmp_path, demo_dir):
 
 
 def sft_args(tmp_path, model_dir):
-    config = SFTConfig(
-        output_dir=str(tmp_path / "sft"),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        gradient_checkpointing=False,
-        dataloader_num_workers=0,
-        max_length=None,
-        seed=0,
-    )
+    config = sft_config(tmp_path / "sft", max_steps=2, learning_rate=1e-3, report_to="none", seed=0)
     return SFTStageArguments(), config, ModelConfig(model_name_or_path=str(model_dir))
 
 
