@@ -1,8 +1,6 @@
 """RaTEScore: the package's arithmetic pinned on hand-made entities, its entity decoding, and strict local loading."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +14,7 @@ from himed.metrics.ratescore import (
     split_sentences,
 )
 from himed.metrics.weights import MetricWeightsError
-
-_spec = importlib.util.spec_from_file_location("text_models", Path(__file__).with_name("text_models.py"))
-text_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(text_models)
+from tests.metrics import text_models
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,7 @@ from himed.metrics.rexrank import (
     rexrank_tokens,
 )
 from himed.metrics.weights import MetricWeightsError
-
-_spec = importlib.util.spec_from_file_location("text_models", Path(__file__).with_name("text_models.py"))
-text_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(text_models)
+from tests.metrics import text_models
 
 
 def test_prep_reports_tokens():

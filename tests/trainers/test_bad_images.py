@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from trl import GRPOConfig, ModelConfig, SFTConfig
+from trl import ModelConfig
 
 from himed.data.decode_guard import ImageDecodeError
 from himed.models.image_budget import current_budget
@@ -19,6 +19,8 @@ from himed.models.loading import load_processor
 from himed.trainers.config import DataArguments, RewardArguments, SFTStageArguments
 from himed.trainers.grpo import run_grpo
 from himed.trainers.sft import run_sft
+from tests.trainers.test_grpo import grpo_config
+from tests.trainers.test_sft_stages import _args as sft_config
 
 TRAIN_STUDIES = 4  # every study is drawn within the first two steps of both runs below
 
@@ -55,39 +57,13 @@ def broken_demo(tmp_path, demo_dir):
 
 
 def sft_args(tmp_path, model_dir):
-    config = SFTConfig(
-        output_dir=str(tmp_path / "sft"),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        gradient_checkpointing=False,
-        dataloader_num_workers=0,
-        max_length=None,
-        seed=0,
-    )
+    config = sft_config(tmp_path / "sft", max_steps=2, learning_rate=1e-3, report_to="none", seed=0)
     return SFTStageArguments(), config, ModelConfig(model_name_or_path=str(model_dir))
 
 
 def grpo_args(tmp_path, model_dir):
-    config = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"),
-        use_cpu=True,
-        bf16=False,
-        learning_rate=1e-3,
-        num_generations=2,
-        per_device_train_batch_size=4,
-        max_completion_length=8,
-        max_steps=2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        gradient_checkpointing=False,
-        seed=0,
+    config = grpo_config(
+        tmp_path, num_generations=2, per_device_train_batch_size=4, max_completion_length=8, max_steps=2
     )
     rewards = RewardArguments(rewards=[{"name": "format"}, {"name": "token"}])
     return rewards, config, ModelConfig(model_name_or_path=str(model_dir))

@@ -27,9 +27,8 @@ ALL_CPU_REWARDS = [
 ]
 
 
-def make_args(tmp_path, tiny_model_dir, demo_dir, rewards, **grpo_overrides):
-    data = DataArguments(data_path=str(demo_dir), max_train_samples=16)
-    reward = RewardArguments(schedule=SCHEDULE, rewards=rewards)
+def grpo_config(tmp_path, **overrides) -> GRPOConfig:
+    """A short GRPO run on CPU writing to ``tmp_path/grpo``; ``overrides`` replace any of its settings."""
     options = dict(
         output_dir=str(tmp_path / "grpo"),
         use_cpu=True,
@@ -45,8 +44,14 @@ def make_args(tmp_path, tiny_model_dir, demo_dir, rewards, **grpo_overrides):
         gradient_checkpointing=False,
         seed=0,
     )
-    options.update(grpo_overrides)
-    return data, reward, GRPOConfig(**options), ModelConfig(model_name_or_path=str(tiny_model_dir))
+    options.update(overrides)
+    return GRPOConfig(**options)
+
+
+def make_args(tmp_path, tiny_model_dir, demo_dir, rewards, **grpo_overrides):
+    data = DataArguments(data_path=str(demo_dir), max_train_samples=16)
+    reward = RewardArguments(schedule=SCHEDULE, rewards=rewards)
+    return data, reward, grpo_config(tmp_path, **grpo_overrides), ModelConfig(model_name_or_path=str(tiny_model_dir))
 
 
 def changed_parameters(model, tiny_model_dir) -> int:

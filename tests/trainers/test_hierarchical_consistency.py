@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,11 +18,7 @@ from himed.trainers.hierarchical import (
     consistency_infonce,
     hierarchical_pair,
 )
-
-_spec = importlib.util.spec_from_file_location("himed_sft_stage_tests", Path(__file__).with_name("test_sft_stages.py"))
-_stages = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_stages)
-sft_args = _stages._args
+from tests.trainers.test_sft_stages import _args as sft_args
 
 STUDIES = [
     ("The heart is enlarged. No pneumothorax.", "Cardiomegaly."),
