@@ -293,7 +293,7 @@ def grpo_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
     from himed.data.decode_guard import guard_image_decoding
     from himed.data.examples import grpo_dataset
     from himed.models.image_budget import prepare_stage_images
-    from himed.rewards.config import RewardsConfig
+    from himed.rewards.composite import CompositeReward
     from himed.trainers.config import DataArguments, RewardArguments
     from himed.trainers.grpo import HimedGRPOTrainer
     from himed.trainers.stages import load_stage_model, load_stage_rows
@@ -324,9 +324,8 @@ def grpo_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
         model=model,
         processing_class=processor,
         train_dataset=guard_image_decoding(grpo_dataset(train_rows, sections=data_args.sections)),
-        rewards_config=RewardsConfig.from_dict(reward_args.reward_block(), where="rehearsal"),
-        sections=data_args.sections,
-        grpo_args=args,
+        args=args,
+        reward=CompositeReward.from_config(reward_args.reward_block(), sections=data_args.sections, where="rehearsal"),
     )
     trainer._generate_and_score_completions = generated = Recorder(trainer._generate_and_score_completions)
     trainer._calculate_rewards = rewards = Recorder(trainer._calculate_rewards)
