@@ -348,7 +348,7 @@ def grpo_step(model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
         "completion_tokens": int(output["completion_mask"].sum()),
         "reward_table_shape": list(reward_table.shape),
         "rewards_finite": bool(torch.isfinite(reward_table).all()),
-        "reward_means": {name: entry.get(f"rewards/{name}/mean") for name in trainer.component_names},
+        "reward_means": {name: entry.get(f"rewards/{name}/mean") for name in trainer.reward.names},
         "has_reference_model": trainer.ref_model is not None,
         "loss": entry.get("loss"),
     }
