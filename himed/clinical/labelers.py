@@ -90,6 +90,25 @@ def clear_labeler_cache() -> None:
         _CACHE.clear()
 
 
+class LazyLabeler:
+    """What a reward or judge that reads labels holds: a labeler named in its config, checked when set and built
+    on first use (cached per process by ``get_labeler``, so a CheXbert model loads once). The holder leaves
+    ``_labeler`` out of its pickled state, so the model is never pickled with it."""
+
+    _labeler: Labeler | None = None
+
+    def _set_labeler(self, labeler: str, labeler_kwargs: dict[str, Any] | None, who: str) -> None:
+        self.labeler_name = check_labeler(labeler, who)
+        self.labeler_kwargs = dict(labeler_kwargs or {})
+        self._labeler = None
+
+    @property
+    def labeler(self) -> Labeler:
+        if self._labeler is None:
+            self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
+        return self._labeler
+
+
 @register_labeler("rules")
 def _rules_labeler(**kwargs: Any) -> Labeler:
     from himed.clinical.rules import ChexpertRuleLabeler

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from himed.clinical.labelers import LazyLabeler
 from himed.data.sections import DEFAULT_SECTIONS, completion_text, reference_text
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class Reward(ABC):
         return f"{type(self).__name__}(name={self.__name__!r})"
 
 
-class LabelerReward(Reward):
+class LabelerReward(LazyLabeler, Reward):
     """A reward that reads CheXpert-style labels off texts with a clinical labeler (``rules``, ``chexbert``, ...).
 
     The labeler is named in the config, checked when the reward is made and built on first use (cached per process
@@ -104,18 +105,3 @@ class LabelerReward(Reward):
     """
 
     lazy_attributes = ("_labeler",)
-
-    def _set_labeler(self, labeler: str, labeler_kwargs: Mapping[str, Any] | None, who: str) -> None:
-        from himed.clinical.labelers import check_labeler
-
-        self.labeler_name = check_labeler(labeler, who)
-        self.labeler_kwargs = dict(labeler_kwargs or {})
-        self._labeler = None
-
-    @property
-    def labeler(self):
-        if self._labeler is None:
-            from himed.clinical.labelers import get_labeler
-
-            self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
-        return self._labeler

@@ -35,6 +35,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from himed.clinical.labelers import LazyLabeler
 from himed.clinical.observations import (
     CHEXBERT_OBSERVATIONS,
     NEGATIVE,
@@ -97,7 +98,7 @@ def axes_from_labels(
 
 
 @register_judge("labeler")
-class LabelerJudge(Judge):
+class LabelerJudge(LazyLabeler, Judge):
     """Offline judge from CheXpert-style labels; see the module docstring."""
 
     def __init__(
@@ -107,28 +108,14 @@ class LabelerJudge(Judge):
         observations: str = "all",
         uncertain: str = "positive",
     ):
-        from himed.clinical.labelers import check_labeler
-
-        check_labeler(labeler, "labeler judge")
+        self._set_labeler(labeler, labeler_kwargs, "labeler judge")
         self.observations = observation_set(observations, "labeler judge")
         if uncertain not in UNCERTAIN_POLICIES:
             raise ValueError(f"labeler judge: uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
-        self.labeler_name = labeler
-        self.labeler_kwargs = dict(labeler_kwargs or {})
         self.observation_set = observations
         self.uncertain = uncertain
         self.prompt_hash = LABELER_JUDGE_VERSION
         self.counters = JudgeCounters()
-        self._labeler = None
-
-    @property
-    def labeler(self):
-        # Built on first use and cached by get_labeler: a CheXbert model is neither pickled nor loaded twice.
-        if self._labeler is None:
-            from himed.clinical.labelers import get_labeler
-
-            self._labeler = get_labeler(self.labeler_name, **self.labeler_kwargs)
-        return self._labeler
 
     def _label(self, texts: list[str]) -> dict[str, dict[str, int] | None]:
         """Labels of each distinct text; a batch that fails is retried text by text so one bad text costs one."""
